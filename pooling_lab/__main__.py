@@ -1,0 +1,3 @@
+from pooling_lab.cli import main
+
+main()

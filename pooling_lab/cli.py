@@ -1,0 +1,135 @@
+"""The ``pooling-lab`` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pooling_lab.errors import UserError
+
+app = typer.Typer(
+    help="Train classifiers with swappable pooling layers and trace how learnable pooling "
+    "parameters (GeM's p above all) evolve.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: key.path=value (value parsed as YAML). Repeatable."),
+]
+ExperimentFile = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """Print a ``UserError`` as one line and exit with code 2 (unless --debug)."""
+    try:
+        yield
+    except UserError as error:
+        if debug:
+            raise
+        errors.print(f"[bold red]error:[/] {error.one_line()}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+@app.command()
+def validate(experiment: ExperimentFile, overrides: Overrides = None, debug: Debug = False) -> None:
+    """Check an experiment file and print how many runs it expands to."""
+    from pooling_lab.config import load_plan
+
+    with user_errors(debug):
+        plan = load_plan(experiment, overrides or [])
+    axes = ", ".join(plan.swept_keys) or "no swept keys"
+    console.print(f"ok: {experiment}: {len(plan.runs)} run(s) ({axes})")
+
+
+@app.command()
+def run(
+    experiment: ExperimentFile,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results root; runs go to OUT/<name>/.")] = Path("results"),
+    overrides: Overrides = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded run table, train nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; one line per run.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Train every run of an experiment (finished runs are skipped, interrupted ones resumed)."""
+    from pooling_lab import results
+    from pooling_lab.config import load_plan
+    from pooling_lab.progress import RichProgress, plan_table, summary_table
+    from pooling_lab.sweep import experiment_dir, run_plan
+
+    with user_errors(debug):
+        plan = load_plan(experiment, overrides or [])
+        root = experiment_dir(plan, out)
+        if dry_run:
+            states = {s.run_id: (results.read_status(results.RunFiles(root / s.dir_name)) or {}).get("status", "pending")
+                      for s in plan.runs}
+            console.print(plan_table(plan, states))
+            return
+
+        def on_event(kind: str, spec: Any, status: dict[str, Any]) -> None:
+            if kind == "skipped":
+                if display is not None:
+                    display.skipped()
+                if quiet:
+                    console.print(f"{spec.dir_name}: already done")
+            elif kind in ("failed", "diverged"):
+                error = status.get("error", "")
+                where = root / spec.dir_name / status.get("traceback", "status.json")
+                errors.print(f"[red]{spec.dir_name}: {kind}[/]: {error} ({where})", highlight=False)
+            elif kind == "done" and quiet:
+                console.print(f"{spec.dir_name}: done, p={status.get('p_final'):.4g}, "
+                              f"test accuracy={status.get('test_accuracy'):.4f}")
+
+        display = None if quiet else RichProgress(console, len(plan.runs))
+        with display or contextlib.nullcontext():
+            try:
+                statuses = run_plan(plan, out, progress=display, on_event=on_event)
+            except KeyboardInterrupt:
+                errors.print("interrupted: the run was checkpointed; run the same command again to resume")
+                raise typer.Exit(130) from None
+    if not quiet:
+        console.print(summary_table(plan, statuses))
+    console.print(f"results: {root}")
+    unfinished = [s for s in statuses if s.get("status") != "done"]
+    if unfinished:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="An experiment's results directory, e.g. results/quickstart.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the figures [default: RESULTS_DIR/plots].")] = None,
+    debug: Debug = False,
+) -> None:
+    """Draw p over training, final p against the swept key, and accuracy against p."""
+    from pooling_lab import results
+    from pooling_lab.plots import plot_results
+
+    with user_errors(debug):
+        loaded = results.load(results_dir)
+        written = plot_results(
+            loaded.runs, loaded.metrics, loaded.params, loaded.swept, out or results_dir / "plots",
+            title=loaded.experiment.get("name"),
+        )
+    for path in written:
+        console.print(str(path))
+
+
+def main() -> None:
+    app(prog_name="pooling-lab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

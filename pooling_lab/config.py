@@ -1,0 +1,313 @@
+"""The experiment schema, YAML loading, ``--set`` overrides and sweep expansion into runs.
+
+One YAML file describes a base configuration plus an optional ``sweep``.  Loading it gives a
+``Plan``: the validated base and one ``RunSpec`` per run (grid x zip x seeds), each fully
+resolved, with a stable id (a hash of the resolved config) and a readable directory name.
+Every problem is raised as a one-line ``UserError`` naming the file, the YAML line where known,
+the dotted field and the bad value, before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pooling_lab.config_errors import describe_validation_error
+from pooling_lab.data.spec import DataConfig
+from pooling_lab.errors import UserError
+from pooling_lab.heads import HEADS
+from pooling_lab.models.backbones import BACKBONES
+from pooling_lab.pooling import GLOBAL_POOLS
+
+SEED_KEY = "train.seed"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _default(registry: Any, name: str) -> Any:
+    return lambda: registry.get(name).spec_model()
+
+
+class ModelConfig(StrictModel):
+    backbone: BACKBONES.spec_type() = Field(default_factory=_default(BACKBONES, "small_cnn"))  # type: ignore[valid-type]
+    pool: GLOBAL_POOLS.spec_type() = Field(default_factory=_default(GLOBAL_POOLS, "gem"))  # type: ignore[valid-type]
+    embedding_dim: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="project the pooled descriptor to this width (null: no projection)"
+    )
+    embedding_norm: bool = Field(True, description="batch-normalise the projected embedding")
+
+
+class PoolParamsConfig(StrictModel):
+    """The optimiser group of the learnable pooling parameters (p and friends)."""
+
+    lr_mult: Annotated[float, Field(ge=0)] = Field(10.0, description="pool lr = lr * lr_mult")
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    freeze_epochs: Annotated[int, Field(ge=0)] = Field(0, description="hold fixed for N epochs")
+    clamp: tuple[float | None, float | None] | None = Field(
+        None, description="[low, high] range learnable exponents are kept in after each step"
+    )
+
+    @field_validator("clamp")
+    @classmethod
+    def _ordered(cls, value: tuple[float | None, float | None] | None) -> Any:
+        if value is not None and None not in value and value[0] > value[1]:
+            raise ValueError(f"low {value[0]} is above high {value[1]}")
+        return value
+
+
+class OptimConfig(StrictModel):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    schedule: Literal["constant", "step", "cosine"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    step_epochs: Annotated[int, Field(gt=0)] = Field(30, description="step schedule: decay every N epochs")
+    gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.1, description="step schedule: decay factor")
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="cosine floor as a fraction of lr")
+    pool_params: PoolParamsConfig = Field(default_factory=PoolParamsConfig)
+
+
+class TrainConfig(StrictModel):
+    epochs: Annotated[int, Field(ge=1)] = 10
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    eval_batch_size: Annotated[int, Field(ge=1)] = 1024
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere; pooling always fp32"
+    )
+    threads: Annotated[int, Field(ge=1)] | None = Field(None, description="CPU threads (null: torch default)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+
+class RecordConfig(StrictModel):
+    every_steps: Annotated[int, Field(ge=1)] = Field(10, description="trace pooling parameters every N steps")
+
+
+class SweepConfig(StrictModel):
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="cartesian product over dotted keys")
+    zip: dict[str, list[Any]] = Field(default_factory=dict, description="lists advanced together")
+    seeds: list[int] | None = Field(None, description="train.seed values, one run each")
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> SweepConfig:
+        for kind, axes in (("grid", self.grid), ("zip", self.zip)):
+            for key, values in axes.items():
+                if not values:
+                    raise ValueError(f"{kind}.{key} is an empty list: the sweep would have no runs")
+        lengths = {len(values) for values in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip lists differ in length: {sorted(lengths)}")
+        overlap = set(self.grid) & set(self.zip)
+        if overlap:
+            raise ValueError(f"keys both in grid and zip: {sorted(overlap)}")
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ValueError("seeds is an empty list: the sweep would have no runs")
+            if SEED_KEY in self.grid or SEED_KEY in self.zip:
+                raise ValueError(f"sweep {SEED_KEY} either in seeds or in grid/zip, not both")
+        return self
+
+
+class ExperimentConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="results/<name>/")
+    description: str = ""
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    head: HEADS.spec_type() = Field(default_factory=_default(HEADS, "linear"))  # type: ignore[valid-type]
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    sweep: SweepConfig | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a plan: its resolved config and where it sits in the sweep."""
+
+    config: ExperimentConfig
+    swept: dict[str, Any]
+    run_id: str
+    dir_name: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: Path
+    raw: dict[str, Any]
+    experiment: ExperimentConfig
+    swept_keys: list[str]
+    runs: list[RunSpec]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], str]:
+    """The mapping in ``path`` and its text (kept to find line numbers for errors)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise UserError("no such file", source=source) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read: {error}", source=source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(error, "problem", None) or str(error)
+        raise UserError(f"not valid YAML: {problem}", source=where) from None
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping of sections at the top, got {type(data).__name__}", source=source)
+    return data, text
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", value parsed as YAML: numbers, lists, mappings, null)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_@\w]+)*", key):
+        raise UserError(f"--set expects key.path=value, got {text!r}")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set {key}: value {value!r} is not valid YAML") from None
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree[a][b] = value`` for key ``a.b``, creating mappings on the way."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for index, part in enumerate(parents):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parents[: index + 1])
+            raise UserError(f"cannot set {key}: {where} is {child!r}, not a mapping", field=key)
+        node = child
+    node[leaf] = value
+
+
+def apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Like ``set_dotted``, except that a sweep axis name is itself dotted:
+    ``sweep.grid.head.margin=[0, 0.5]`` sets the axis ``head.margin``."""
+    for section in ("sweep.grid.", "sweep.zip."):
+        if key.startswith(section):
+            sweep = raw.get("sweep") or {}
+            raw["sweep"] = sweep
+            axes = sweep.setdefault(section.split(".")[1], {})
+            if not isinstance(axes, dict):
+                raise UserError(f"cannot set {key}: {section[:-1]} is not a mapping", field=key)
+            axes[key[len(section):]] = value
+            return
+    set_dotted(raw, key, value)
+
+
+def load_plan(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    """Read, override, validate and expand an experiment file."""
+    path = Path(path)
+    raw, text = read_yaml(path)
+    for override in overrides:
+        apply_override(raw, *parse_override(override))
+    experiment = _validate(raw, path, text)
+    swept_keys, runs = _expand(raw, experiment, path, text)
+    return Plan(path, raw, experiment, swept_keys, runs)
+
+
+def _validate(raw: dict[str, Any], path: Path, text: str, context: str = "") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise describe_validation_error(error, raw, path, text, context) from None
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+
+def _expand(raw: dict[str, Any], experiment: ExperimentConfig, path: Path, text: str) -> tuple[list[str], list[RunSpec]]:
+    sweep = experiment.sweep or SweepConfig()
+    grid_keys = list(sweep.grid)
+    zip_keys = list(sweep.zip)
+    zip_rows = list(zip(*sweep.zip.values(), strict=True)) if zip_keys else [()]
+    seeds = sweep.seeds if sweep.seeds is not None else [None]
+    base = {key: value for key, value in raw.items() if key != "sweep"}
+
+    runs: list[RunSpec] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for grid_values in itertools.product(*sweep.grid.values()):
+        for zip_values in zip_rows:
+            for seed in seeds:
+                swept = dict(zip(grid_keys, grid_values, strict=True)) | dict(zip(zip_keys, zip_values, strict=True))
+                resolved = copy.deepcopy(base)
+                for key, value in swept.items():
+                    set_dotted(resolved, key, copy.deepcopy(value))
+                if seed is not None:
+                    set_dotted(resolved, SEED_KEY, seed)
+                label = ", ".join(f"{k}={_short(v)}" for k, v in swept.items())
+                config = _validate(resolved, path, text, context=f"in the sweep run {label}" if label else "")
+                run_id = run_id_of(config)
+                if run_id in seen:
+                    raise UserError(
+                        f"the sweep produces the same run twice ({_describe(seen[run_id])} and "
+                        f"{_describe(swept | {SEED_KEY: config.train.seed})}): remove the repeated value",
+                        source=str(path),
+                        field="sweep",
+                    )
+                seen[run_id] = swept | {SEED_KEY: config.train.seed}
+                runs.append(RunSpec(config, swept, run_id, dir_name_of(swept, config.train.seed, run_id)))
+    return grid_keys + zip_keys, runs
+
+
+def run_id_of(config: ExperimentConfig) -> str:
+    """A stable id: the hash of everything that can change a run's result."""
+    payload = config.model_dump(mode="json", exclude={"name", "description", "sweep"})
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:10]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+
+
+def dir_name_of(swept: dict[str, Any], seed: int, run_id: str) -> str:
+    """Readable run folder name: last key parts with their values, the seed and a short id."""
+    leaves = [key.rsplit(".", 1)[-1] for key in swept]
+    parts = []
+    for key, leaf in zip(swept, leaves, strict=True):
+        label = leaf if leaves.count(leaf) == 1 else key
+        parts.append(f"{label}={_short(swept[key])}")
+    parts.append(f"seed={seed}")
+    name = "_".join(parts)
+    name = re.sub(r"[^A-Za-z0-9_.=+,-]+", "-", name).strip("-")[:120]
+    return f"{name}_{run_id[:6]}"

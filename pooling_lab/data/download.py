@@ -1,0 +1,108 @@
+"""Fetching official data files: stream to a temporary file, check the md5, then publish atomically.
+
+Every failure (no network, an HTTP error, a wrong checksum, a member missing) becomes a one-line
+``DataNotFoundError``; temporary files are removed, so a failed download leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pooling_lab.atomic import write_bytes
+from pooling_lab.errors import DataNotFoundError
+
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Remote:
+    url: str
+    md5: str
+
+
+def not_found(dataset: str, folders: list[Path], files: list[str]) -> DataNotFoundError:
+    where = str(folders[0]) if len(folders) == 1 else "one of " + ", ".join(map(str, folders))
+    return DataNotFoundError(
+        f"{dataset} is not there: expected {', '.join(files)} in {where}. Set data.download: "
+        f"true to download it (needs internet) or place the extracted files there yourself",
+        field="data.root",
+    )
+
+
+def _stream(url: str, out: BinaryIO) -> str:
+    """Copy ``url`` into the open binary file ``out``; returns the md5 of what was copied."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        while chunk := response.read(CHUNK_BYTES):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def downloaded(remote: Remote, folder: Path) -> Iterator[Path]:
+    """Download ``remote`` into a temporary file in ``folder`` and verify it; removed on exit."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=folder)
+    except OSError as error:
+        raise DataNotFoundError(f"cannot write to {folder}: {error}", field="data.root") from error
+    part = Path(name)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                md5 = _stream(remote.url, out)
+                out.flush()
+                os.fsync(out.fileno())
+        except (OSError, http.client.HTTPException) as error:
+            reason = getattr(error, "reason", None) or error
+            raise DataNotFoundError(
+                f"could not download {remote.url}: {reason}", field="data.download"
+            ) from error
+        if md5 != remote.md5:
+            raise DataNotFoundError(
+                f"download of {remote.url} is damaged: md5 {md5}, expected {remote.md5}",
+                field="data.download",
+            )
+        yield part
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def download_file(remote: Remote, destination: Path) -> None:
+    with downloaded(remote, destination.parent) as part:
+        os.replace(part, destination)
+
+
+def download_members(remote: Remote, members: Mapping[str, Path]) -> None:
+    """Download the tar archive ``remote`` and write the named members to their destinations.
+
+    Only the listed members are read and their destinations are chosen by the caller, so no path
+    stored in the archive is ever used: a member cannot escape the data folder.
+    """
+    folder = next(iter(members.values())).parent
+    with downloaded(remote, folder) as archive, tarfile.open(archive, "r:gz") as tar:
+        for member_name, destination in members.items():
+            try:
+                member = tar.getmember(member_name)
+            except KeyError:
+                raise DataNotFoundError(
+                    f"archive {remote.url} has no file {member_name}", field="data.download"
+                ) from None
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is None:
+                raise DataNotFoundError(
+                    f"{member_name} in {remote.url} is not a regular file", field="data.download"
+                )
+            write_bytes(destination, handle.read())

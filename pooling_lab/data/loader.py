@@ -1,0 +1,73 @@
+"""Batches from a split that lives on the device as uint8, augmented and normalised there.
+
+Nothing in an epoch reads a tensor value back on the host, so iterating never waits for the
+device. Randomness (shuffle, crops, flips) comes from ``generator``, which must be on the same
+device as the data: the caller creates ``torch.Generator(device=device)`` and seeds it, and a
+checkpoint can save and restore ``generator.get_state()`` to replay the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from pooling_lab.data.augment import random_crop, random_flip
+from pooling_lab.data.spec import AugmentConfig
+from pooling_lab.data.splits import Split
+
+
+class BatchLoader:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        device: torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: AugmentConfig | None = None,
+        generator: torch.Generator | None = None,
+        channels_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.crop_padding = augment.crop_padding if augment else 0
+        self.flip = augment.flip if augment else False
+        self.generator = generator
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # x = (pixel / 255 - mean) / std, folded into one multiply and one subtract
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.scale = 1 / (255 * std_t)
+        self.shift = mean_t / std_t
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.labels), self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self._prepare(self.images[index]), self.labels[index]
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if self.crop_padding:
+            images = random_crop(images, self.crop_padding, self.generator)
+        if self.flip:
+            images = random_flip(images, self.generator)
+        x = images.float() * self.scale - self.shift
+        return x.contiguous(memory_format=self.memory_format)

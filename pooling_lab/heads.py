@@ -1,0 +1,203 @@
+"""Classification heads: embeddings (N, D) -> logits (N, num_classes).
+
+``linear`` is the plain softmax classifier.  ``cosine``, ``arcface`` and ``cosface`` score the
+cosine between the L2-normalised embedding and each L2-normalised class weight; the latter two
+add a margin to the target class.  A margin is applied only when ``forward`` is given labels, so
+an evaluation call (``labels=None``) returns plain scaled cosines whose argmax is the prediction.
+
+Heads compute in at least float32 with autocast disabled inside, so cosines and margins are never
+evaluated in bf16/fp16; under autocast the logits come back as float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from pooling_lab.registry import Registry
+
+HEADS = Registry("head", context=("in_features", "num_classes"))
+
+Scale = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+AngularMargin = Annotated[float, Field(ge=0, lt=math.pi)]
+LabelSmoothing = Annotated[float, Field(ge=0, lt=1)]
+
+
+def build_head(name: str, in_features: int, num_classes: int, **kwargs: Any) -> Head:
+    """Validate ``kwargs`` against the schema of head ``name``, then build it."""
+    return HEADS.build(name, in_features=in_features, num_classes=num_classes, **kwargs)
+
+
+def cosine_matrix(x: Tensor, weight: Tensor) -> Tensor:
+    """cos(theta_ij) between embedding row i of ``x`` and class weight row j of ``weight``."""
+    return F.normalize(x, dim=1) @ F.normalize(weight, dim=1).T
+
+
+def sine_from_cosine(cos: Tensor) -> Tensor:
+    """sin(theta) = sqrt(max(1 - cos^2, 0)) for theta in [0, pi].
+
+    The derivative -cos/sin is infinite at cos = +-1 (the angle has a kink there); there the
+    gradient is taken as 0 instead of NaN/inf: the inner ``where`` keeps sqrt away from 0.
+    """
+    sin_sq = (1 - cos * cos).clamp(min=0)
+    inside = sin_sq > 0
+    return torch.where(inside, sin_sq.where(inside, 1.0).sqrt(), 0.0)
+
+
+class Head(nn.Module):
+    """Base class: owns ``weight`` (num_classes, in_features) and the cross-entropy loss."""
+
+    def __init__(self, in_features: int, num_classes: int, label_smoothing: float):
+        super().__init__()
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.label_smoothing = float(label_smoothing)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+
+    def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (N, num_classes); a margin, if the head has one, only when ``labels`` are given."""
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return self._logits(embeddings.to(dtype), self.weight.to(dtype), labels)
+
+    def _logits(self, x: Tensor, weight: Tensor, labels: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean cross entropy with this head's label smoothing."""
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, num_classes={self.num_classes}, "
+            f"label_smoothing={self.label_smoothing}"
+        )
+
+
+@HEADS.register("linear")
+class LinearHead(Head):
+    """Plain softmax classifier: logits = x W^T + b."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        bias: bool = True,
+        label_smoothing: LabelSmoothing = 0.0,
+    ):
+        super().__init__(in_features, num_classes, label_smoothing)
+        self.bias = nn.Parameter(torch.empty(num_classes)) if bias else None
+        bound = 1 / math.sqrt(in_features)  # nn.Linear's default: U(-1/sqrt(D), 1/sqrt(D))
+        for param in self.parameters():
+            nn.init.uniform_(param, -bound, bound)
+
+    def _logits(self, x: Tensor, weight: Tensor, labels: Tensor | None) -> Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bias={self.bias is not None}"
+
+
+@HEADS.register("cosine")
+class CosineHead(Head):
+    """Normalised softmax: logits = s * cos(theta_j), theta_j the angle to class weight j.
+
+    Margin heads subclass it and override ``target_cosine``.  After every forward with labels,
+    ``last_target_angle`` holds the batch mean of theta_y (radians, angle to the own class
+    weight) as a detached 0-dim tensor on the logits' device (None before the first), so a
+    recorder can trace it without a host sync.
+    """
+
+    last_target_angle: Tensor | None
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        scale: Scale = 16.0,
+        label_smoothing: LabelSmoothing = 0.0,
+    ):
+        super().__init__(in_features, num_classes, label_smoothing)
+        self.scale = float(scale)
+        self.last_target_angle = None
+        nn.init.normal_(self.weight, std=in_features**-0.5)  # isotropic, rows of about unit norm
+
+    def _logits(self, x: Tensor, weight: Tensor, labels: Tensor | None) -> Tensor:
+        cos = cosine_matrix(x, weight)
+        if labels is not None:
+            index = labels.unsqueeze(1)
+            target = cos.gather(1, index)
+            self.last_target_angle = target.detach().clamp(-1, 1).acos().mean()
+            cos = cos.scatter(1, index, self.target_cosine(target))
+        return self.scale * cos
+
+    def target_cosine(self, cos: Tensor) -> Tensor:
+        """The target class's cosine after the margin (none for the plain cosine head)."""
+        return cos
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale}"
+
+
+@HEADS.register("arcface")
+class ArcFaceHead(CosineHead):
+    """ArcFace: additive angular margin, target logit s * cos(theta_y + m), m in radians.
+
+    cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m), with no acos.  Where theta_y + m > pi
+    the target falls back to cos(theta_y) - m sin(m), which keeps it decreasing in theta_y (for
+    any m < 2.3, as cos(m) + m sin(m) >= 1 there).  With ``easy_margin`` the margin is applied
+    only where cos(theta_y) > 0.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        scale: Scale = 30.0,
+        margin: AngularMargin = 0.5,
+        easy_margin: bool = False,
+        label_smoothing: LabelSmoothing = 0.0,
+    ):
+        super().__init__(in_features, num_classes, scale, label_smoothing)
+        self.margin = float(margin)
+        self.easy_margin = easy_margin
+
+    def target_cosine(self, cos: Tensor) -> Tensor:
+        m = self.margin
+        shifted = cos * math.cos(m) - sine_from_cosine(cos) * math.sin(m)
+        if self.easy_margin:
+            return torch.where(cos > 0, shifted, cos)
+        # theta + m <= pi  <=>  cos(theta) >= cos(pi - m) = -cos(m)
+        return torch.where(cos >= -math.cos(m), shifted, cos - m * math.sin(m))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, margin={self.margin}, easy_margin={self.easy_margin}"
+
+
+@HEADS.register("cosface")
+class CosFaceHead(CosineHead):
+    """CosFace: additive cosine margin, target logit s * (cos(theta_y) - m)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        scale: Scale = 30.0,
+        margin: NonNegative = 0.35,
+        label_smoothing: LabelSmoothing = 0.0,
+    ):
+        super().__init__(in_features, num_classes, scale, label_smoothing)
+        self.margin = float(margin)
+
+    def target_cosine(self, cos: Tensor) -> Tensor:
+        return cos - self.margin
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, margin={self.margin}"

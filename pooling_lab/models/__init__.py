@@ -1,0 +1,33 @@
+"""Build the classifier of a run from its config."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from pooling_lab.heads import build_head
+from pooling_lab.models.backbones import BACKBONES
+from pooling_lab.models.classifier import Classifier, Embedding
+from pooling_lab.pooling import build_pool
+
+if TYPE_CHECKING:
+    from pooling_lab.config import ExperimentConfig
+
+
+def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> Classifier:
+    backbone_spec = config.model.backbone.model_dump()
+    backbone = BACKBONES.build(backbone_spec.pop("name"), in_channels=in_channels, **backbone_spec)
+    pool_spec = config.model.pool.model_dump()
+    pool = build_pool(pool_spec.pop("name"), backbone.out_channels, **pool_spec)
+    width = pool.out_features(backbone.out_channels)
+    embedding: nn.Module = nn.Identity()
+    if config.model.embedding_dim is not None:
+        embedding = Embedding(width, config.model.embedding_dim, config.model.embedding_norm)
+        width = config.model.embedding_dim
+    head_spec = config.head.model_dump()
+    head = build_head(head_spec.pop("name"), width, num_classes, **head_spec)
+    return Classifier(backbone, pool, embedding, head)
+
+
+__all__ = ["BACKBONES", "Classifier", "build_model"]

@@ -1,0 +1,101 @@
+"""Convolutional backbones: an image batch becomes a non-negative feature map (N, C, H', W').
+
+Each backbone reports ``out_channels`` so the global pool and the head can size themselves.  The
+map ends with a ReLU because GeM expects non-negative inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from pooling_lab.registry import Registry
+
+BACKBONES = Registry("backbone", context=("in_channels",))
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+@BACKBONES.register("small_cnn")
+class SmallCNN(nn.Module):
+    """A plain VGG-style net: ``depth`` stages of ``convs_per_stage`` 3x3 conv-BN-ReLU layers.
+
+    Stage i has ``width * 2**i`` channels; a 2x2 max pool halves the map between stages, so a
+    28x28 input with depth 3 ends as a 7x7 map.  Fast enough to train on a laptop CPU.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: Annotated[int, Field(ge=4, le=1024)] = 32,
+        depth: Annotated[int, Field(ge=1, le=6)] = 3,
+        convs_per_stage: Annotated[int, Field(ge=1, le=4)] = 1,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage in range(depth):
+            if stage > 0:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            for _ in range(convs_per_stage):
+                layers.append(conv_bn_relu(channels, width * 2**stage))
+                channels = width * 2**stage
+        self.features = nn.Sequential(*layers)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut (He et al., 2016)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+@BACKBONES.register("resnet18_cifar")
+class ResNet18Cifar(nn.Module):
+    """ResNet-18 for 32x32 inputs: a 3x3 stride-1 stem and no stem max pool, so the last of the
+    four stages (strides 1, 2, 2, 2) is a 4x4 map of ``8 * width`` channels (512 at width 64)."""
+
+    def __init__(self, in_channels: int, width: Annotated[int, Field(ge=4, le=256)] = 64):
+        super().__init__()
+        self.stem = conv_bn_relu(in_channels, width)
+        stages: list[nn.Module] = []
+        channels = width
+        for index, blocks in enumerate((2, 2, 2, 2)):
+            out_channels = width * 2**index
+            for block in range(blocks):
+                stride = 2 if index > 0 and block == 0 else 1
+                stages.append(BasicBlock(channels, out_channels, stride))
+                channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))

@@ -1,0 +1,41 @@
+"""The classifier every run trains: backbone -> global pool -> optional embedding -> head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pooling_lab.heads import Head
+from pooling_lab.pooling import Pool
+
+
+class Embedding(nn.Module):
+    """Linear projection of the pooled descriptor, optionally batch-normalised."""
+
+    def __init__(self, in_features: int, dim: int, batch_norm: bool):
+        super().__init__()
+        self.linear = nn.Linear(in_features, dim, bias=not batch_norm)
+        self.norm: nn.Module = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(x))
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, pool: Pool, embedding: nn.Module, head: Head):
+        super().__init__()
+        self.backbone = backbone
+        self.pool = pool
+        self.embedding = embedding
+        self.head = head
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The descriptor the head sees (after pooling and projection, not normalised)."""
+        return self.embedding(self.pool(self.backbone(images)))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(images), labels)
+
+    def pools(self) -> list[tuple[str, Pool]]:
+        """Every pooling module with its dotted name (global pool and any local pools)."""
+        return [(name, module) for name, module in self.named_modules() if isinstance(module, Pool)]

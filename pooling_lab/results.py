@@ -1,0 +1,189 @@
+"""The results directory: written and read here, nowhere else.
+
+```
+results/<experiment>/experiment.yaml   the file as given, plus overrides
+results/<experiment>/runs.csv          one row per run: id, swept values, status, final metrics
+results/<experiment>/<run>/config.yaml fully resolved config of the run
+                          status.json   state, error, times, versions
+                          metrics.csv   one row per evaluation (epoch)
+                          params.csv    tidy pooling-parameter trace
+                          checkpoint.pt last state (model, optimiser, scheduler, RNG, step)
+```
+Every file is replaced atomically, so a reader or a resumed run never sees half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from pooling_lab import __version__, atomic
+from pooling_lab.errors import UserError
+
+EXPERIMENT_FILE = "experiment.yaml"
+RUNS_FILE = "runs.csv"
+FORMAT_VERSION = 1
+STATES = ("pending", "running", "done", "failed", "diverged", "interrupted")
+METRIC_COLUMNS = [
+    "epoch", "step", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy",
+    "lr", "lr_pool", "p", "time_s",
+]
+PARAM_COLUMNS = ["step", "epoch", "module", "param", "stat", "value", "grad"]
+RUN_COLUMNS = ["run_id", "run_dir", "seed", "status", "p_final", "test_accuracy", "val_accuracy", "epochs", "wall_time_s"]
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The paths of one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def traceback(self) -> Path:
+        return self.root / "traceback.txt"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str | None]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pooling_lab": __version__,
+        "git_commit": _git_commit(),
+        "format": str(FORMAT_VERSION),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    atomic.write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic.write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    atomic.write_text(path, buffer.getvalue())
+
+
+def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into status.json (created on first call) and return the result."""
+    status = read_status(files) or {"versions": versions()}
+    status.update(fields)
+    status["updated"] = now()
+    write_json(files.status, status)
+    return status
+
+
+def read_status(files: RunFiles) -> dict[str, Any] | None:
+    try:
+        return json.loads(files.status.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame(columns=columns)
+
+
+# --- reading a whole experiment ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Results:
+    """An experiment's results as tidy pandas frames (each carries ``run_id``)."""
+
+    path: Path
+    experiment: dict[str, Any]
+    swept: list[str]
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    params: pd.DataFrame
+
+
+def swept_keys(experiment: dict[str, Any]) -> list[str]:
+    sweep = experiment.get("sweep") or {}
+    return list(sweep.get("grid") or {}) + list(sweep.get("zip") or {})
+
+
+def load(path: Path | str) -> Results:
+    """Read ``results/<experiment>`` into frames: ``runs``, ``metrics``, ``params``."""
+    root = Path(path)
+    runs_file = root / RUNS_FILE
+    if not runs_file.exists():
+        raise UserError(f"not a results directory: {runs_file} is missing", source=str(root))
+    experiment = yaml.safe_load((root / EXPERIMENT_FILE).read_text()) or {}
+    runs = pd.read_csv(runs_file)
+    metrics, params = [], []
+    for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
+        files = RunFiles(root / run_dir)
+        metrics.append(read_csv(files.metrics, METRIC_COLUMNS).assign(run_id=run_id))
+        params.append(read_csv(files.params, PARAM_COLUMNS).assign(run_id=run_id))
+    return Results(
+        path=root,
+        experiment=experiment,
+        swept=swept_keys(experiment),
+        runs=runs,
+        metrics=_concat(metrics, ["run_id", *METRIC_COLUMNS]),
+        params=_concat(params, ["run_id", *PARAM_COLUMNS]),
+    )
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    combined = pd.concat(frames, ignore_index=True)
+    return combined[["run_id", *[c for c in combined.columns if c != "run_id"]]]

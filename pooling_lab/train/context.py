@@ -1,0 +1,44 @@
+"""Where and how a run computes: device, autocast, threads, seeds."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from pooling_lab.config import TrainConfig
+from pooling_lab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Compute:
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype, None for full fp32
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{name!r} requested but CUDA is not available", field="train.device")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("'mps' requested but MPS is not available", field="train.device")
+    return torch.device(name)
+
+
+def compute_for(config: TrainConfig) -> Compute:
+    device = resolve_device(config.device)
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    return Compute(device, torch.bfloat16 if use_bf16 else None)
