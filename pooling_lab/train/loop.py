@@ -25,7 +25,13 @@ from pooling_lab.evaluate import accuracy
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.context import Compute, compute_for
-from pooling_lab.train.optim import BASE_GROUP, POOL_GROUP, build_optimizer, build_scheduler, group_lr
+from pooling_lab.train.optim import (
+    BASE_GROUP,
+    POOL_GROUP,
+    build_optimizer,
+    build_scheduler,
+    group_lr,
+)
 from pooling_lab.train.recorder import ParamRecorder
 
 
