@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pooling_lab.errors import UserError
 
@@ -39,7 +40,7 @@ def user_errors(debug: bool) -> Iterator[None]:
     except UserError as error:
         if debug:
             raise
-        errors.print(f"[bold red]error:[/] {error.one_line()}", highlight=False, markup=True, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(error.one_line())}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
 
 
@@ -87,7 +88,7 @@ def run(
             elif kind in ("failed", "diverged"):
                 error = status.get("error", "")
                 where = root / spec.dir_name / status.get("traceback", "status.json")
-                errors.print(f"[red]{spec.dir_name}: {kind}[/]: {error} ({where})", highlight=False)
+                errors.print(f"[red]{spec.dir_name}: {kind}[/]: {escape(str(error))} ({where})", highlight=False)
             elif kind == "done" and quiet:
                 console.print(f"{spec.dir_name}: done, p={status.get('p_final'):.4g}, "
                               f"test accuracy={status.get('test_accuracy'):.4f}")

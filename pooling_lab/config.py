@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pooling_lab.config_errors import describe_validation_error
+from pooling_lab.config_errors import describe_validation_error, yaml_line
 from pooling_lab.data.spec import DataConfig
 from pooling_lab.errors import UserError
 from pooling_lab.heads import HEADS
@@ -29,10 +29,11 @@ from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.pooling import GLOBAL_POOLS
 
 SEED_KEY = "train.seed"
+DOTTED_KEY = r"[A-Za-z_]\w*(\.\w+)*"
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _default(registry: Any, name: str) -> Any:
@@ -40,8 +41,8 @@ def _default(registry: Any, name: str) -> Any:
 
 
 class ModelConfig(StrictModel):
-    backbone: BACKBONES.spec_type() = Field(default_factory=_default(BACKBONES, "small_cnn"))  # type: ignore[valid-type]
-    pool: GLOBAL_POOLS.spec_type() = Field(default_factory=_default(GLOBAL_POOLS, "gem"))  # type: ignore[valid-type]
+    backbone: BACKBONES.spec_type("small_cnn") = Field(default_factory=_default(BACKBONES, "small_cnn"))  # type: ignore[valid-type]
+    pool: GLOBAL_POOLS.spec_type("gem") = Field(default_factory=_default(GLOBAL_POOLS, "gem"))  # type: ignore[valid-type]
     embedding_dim: Annotated[int, Field(gt=0)] | None = Field(
         None, description="project the pooled descriptor to this width (null: no projection)"
     )
@@ -104,28 +105,29 @@ class RecordConfig(StrictModel):
     every_steps: Annotated[int, Field(ge=1)] = Field(10, description="trace pooling parameters every N steps")
 
 
+NonEmpty = Field(min_length=1, description="an empty list would leave the sweep without runs")
+Dotted = Annotated[str, Field(pattern=f"^{DOTTED_KEY}$")]
+
+
 class SweepConfig(StrictModel):
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="cartesian product over dotted keys")
-    zip: dict[str, list[Any]] = Field(default_factory=dict, description="lists advanced together")
-    seeds: list[int] | None = Field(None, description="train.seed values, one run each")
+    grid: dict[Dotted, Annotated[list[Any], NonEmpty]] = Field(
+        default_factory=dict, description="cartesian product over dotted keys"
+    )
+    zip: dict[Dotted, Annotated[list[Any], NonEmpty]] = Field(
+        default_factory=dict, description="lists advanced together"
+    )
+    seeds: Annotated[list[int], NonEmpty] | None = Field(None, description="train.seed values, one run each")
 
     @model_validator(mode="after")
     def _well_formed(self) -> SweepConfig:
-        for kind, axes in (("grid", self.grid), ("zip", self.zip)):
-            for key, values in axes.items():
-                if not values:
-                    raise ValueError(f"{kind}.{key} is an empty list: the sweep would have no runs")
-        lengths = {len(values) for values in self.zip.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"zip lists differ in length: {sorted(lengths)}")
+        if len({len(values) for values in self.zip.values()}) > 1:
+            lengths = ", ".join(f"{key} has {len(values)}" for key, values in self.zip.items())
+            raise ValueError(f"zip lists differ in length: {lengths}")
         overlap = set(self.grid) & set(self.zip)
         if overlap:
             raise ValueError(f"keys both in grid and zip: {sorted(overlap)}")
-        if self.seeds is not None:
-            if not self.seeds:
-                raise ValueError("seeds is an empty list: the sweep would have no runs")
-            if SEED_KEY in self.grid or SEED_KEY in self.zip:
-                raise ValueError(f"sweep {SEED_KEY} either in seeds or in grid/zip, not both")
+        if self.seeds is not None and (SEED_KEY in self.grid or SEED_KEY in self.zip):
+            raise ValueError(f"sweep {SEED_KEY} either in seeds or in grid/zip, not both")
         return self
 
 
@@ -134,7 +136,7 @@ class ExperimentConfig(StrictModel):
     description: str = ""
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
-    head: HEADS.spec_type() = Field(default_factory=_default(HEADS, "linear"))  # type: ignore[valid-type]
+    head: HEADS.spec_type("linear") = Field(default_factory=_default(HEADS, "linear"))  # type: ignore[valid-type]
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
@@ -163,6 +165,15 @@ class Plan:
 # --- loading -----------------------------------------------------------------------------------
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, which reads ``1e-3`` as a string; read it as a float, as YAML 1.2 does."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789")
+)
+
+
 def read_yaml(path: Path) -> tuple[dict[str, Any], str]:
     """The mapping in ``path`` and its text (kept to find line numbers for errors)."""
     source = str(path)
@@ -173,14 +184,15 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], str]:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read: {error}", source=source) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, YamlLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(error, "problem", None) or str(error)
         raise UserError(f"not valid YAML: {problem}", source=where) from None
     if not isinstance(data, dict):
-        raise UserError(f"expected a mapping of sections at the top, got {type(data).__name__}", source=source)
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"expected a mapping of sections at the top, got {found}", source=source)
     return data, text
 
 
@@ -188,42 +200,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` -> ("a.b", value parsed as YAML: numbers, lists, mappings, null)."""
     key, sep, value = text.partition("=")
     key = key.strip()
-    if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_@\w]+)*", key):
+    if not sep or not re.fullmatch(DOTTED_KEY, key):
         raise UserError(f"--set expects key.path=value, got {text!r}")
     try:
-        return key, yaml.safe_load(value) if value.strip() else None
+        return key, yaml.load(value, YamlLoader) if value.strip() else None
     except yaml.YAMLError:
         raise UserError(f"--set {key}: value {value!r} is not valid YAML") from None
 
 
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``tree[a][b] = value`` for key ``a.b``, creating mappings on the way."""
-    *parents, leaf = key.split(".")
+def set_dotted(tree: dict[str, Any], parts: list[str], value: Any, source: str) -> None:
+    """Set ``tree[a][b] = value`` for parts ``[a, b]``, creating mappings on the way."""
     node = tree
-    for index, part in enumerate(parents):
+    for index, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            where = ".".join(parents[: index + 1])
-            raise UserError(f"cannot set {key}: {where} is {child!r}, not a mapping", field=key)
+            where = ".".join(parts[: index + 1])
+            raise UserError(f"cannot set it: {where} is {child!r}, not a mapping", source=source, field=".".join(parts))
         node = child
-    node[leaf] = value
+    node[parts[-1]] = value
 
 
-def apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Like ``set_dotted``, except that a sweep axis name is itself dotted:
-    ``sweep.grid.head.margin=[0, 0.5]`` sets the axis ``head.margin``."""
-    for section in ("sweep.grid.", "sweep.zip."):
-        if key.startswith(section):
-            sweep = raw.get("sweep") or {}
-            raw["sweep"] = sweep
-            axes = sweep.setdefault(section.split(".")[1], {})
-            if not isinstance(axes, dict):
-                raise UserError(f"cannot set {key}: {section[:-1]} is not a mapping", field=key)
-            axes[key[len(section):]] = value
-            return
-    set_dotted(raw, key, value)
+def override_path(key: str) -> list[str]:
+    """The parts of an override key; a sweep axis name is itself dotted, so
+    ``sweep.grid.head.margin`` is the axis ``head.margin`` of ``sweep.grid``."""
+    for kind in ("grid", "zip"):
+        if key.startswith(f"sweep.{kind}."):
+            return ["sweep", kind, key.removeprefix(f"sweep.{kind}.")]
+    return key.split(".")
 
 
 def load_plan(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
@@ -231,17 +236,20 @@ def load_plan(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> 
     path = Path(path)
     raw, text = read_yaml(path)
     for override in overrides:
-        apply_override(raw, *parse_override(override))
+        key, value = parse_override(override)
+        set_dotted(raw, override_path(key), value, source="--set")
     experiment = _validate(raw, path, text)
     swept_keys, runs = _expand(raw, experiment, path, text)
     return Plan(path, raw, experiment, swept_keys, runs)
 
 
-def _validate(raw: dict[str, Any], path: Path, text: str, context: str = "") -> ExperimentConfig:
+def _validate(
+    tree: dict[str, Any], path: Path, text: str, context: str = "", lines: dict[str, int | None] | None = None
+) -> ExperimentConfig:
     try:
-        return ExperimentConfig.model_validate(raw)
+        return ExperimentConfig.model_validate(tree)
     except ValidationError as error:
-        raise describe_validation_error(error, raw, path, text, context) from None
+        raise describe_validation_error(error, path, text, context, lines) from None
 
 
 # --- sweeps ------------------------------------------------------------------------------------
@@ -254,6 +262,8 @@ def _expand(raw: dict[str, Any], experiment: ExperimentConfig, path: Path, text:
     zip_rows = list(zip(*sweep.zip.values(), strict=True)) if zip_keys else [()]
     seeds = sweep.seeds if sweep.seeds is not None else [None]
     base = {key: value for key, value in raw.items() if key != "sweep"}
+    lines = {key: yaml_line(text, ["sweep", kind, key]) for kind in ("grid", "zip") for key in getattr(sweep, kind)}
+    sweep_source = _located(path, yaml_line(text, ["sweep"]))
 
     runs: list[RunSpec] = []
     seen: dict[str, dict[str, Any]] = {}
@@ -263,17 +273,17 @@ def _expand(raw: dict[str, Any], experiment: ExperimentConfig, path: Path, text:
                 swept = dict(zip(grid_keys, grid_values, strict=True)) | dict(zip(zip_keys, zip_values, strict=True))
                 resolved = copy.deepcopy(base)
                 for key, value in swept.items():
-                    set_dotted(resolved, key, copy.deepcopy(value))
+                    set_dotted(resolved, key.split("."), copy.deepcopy(value), source=_located(path, lines[key]))
                 if seed is not None:
-                    set_dotted(resolved, SEED_KEY, seed)
-                label = ", ".join(f"{k}={_short(v)}" for k, v in swept.items())
-                config = _validate(resolved, path, text, context=f"in the sweep run {label}" if label else "")
+                    set_dotted(resolved, SEED_KEY.split("."), seed, source=sweep_source)
+                context = f"in the sweep run {_describe(swept)}" if swept else ""
+                config = _validate(resolved, path, text, context, lines)
                 run_id = run_id_of(config)
                 if run_id in seen:
                     raise UserError(
                         f"the sweep produces the same run twice ({_describe(seen[run_id])} and "
                         f"{_describe(swept | {SEED_KEY: config.train.seed})}): remove the repeated value",
-                        source=str(path),
+                        source=sweep_source,
                         field="sweep",
                     )
                 seen[run_id] = swept | {SEED_KEY: config.train.seed}
@@ -281,9 +291,18 @@ def _expand(raw: dict[str, Any], experiment: ExperimentConfig, path: Path, text:
     return grid_keys + zip_keys, runs
 
 
+def _located(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line else str(path)
+
+
 def run_id_of(config: ExperimentConfig) -> str:
-    """A stable id: the hash of everything that can change a run's result."""
-    payload = config.model_dump(mode="json", exclude={"name", "description", "sweep"})
+    """A stable id: the hash of everything that can change a run's result.  Where the data sit
+    (``data.root``, ``data.download``) and how many CPU threads run do not count, so moving the
+    data or the machine does not orphan finished runs."""
+    payload = config.model_dump(
+        mode="json",
+        exclude={"name": True, "description": True, "sweep": True, "data": {"root", "download"}, "train": {"threads"}},
+    )
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
@@ -291,8 +310,10 @@ def run_id_of(config: ExperimentConfig) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, dict):  # a whole component, e.g. {name: gem, p: 2} -> gem,p=2
+        return ",".join(_short(v) if k == "name" else f"{k}={_short(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(_short(v) for v in value)
     return str(value)
 
 

@@ -8,25 +8,30 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pooling_lab.errors import UserError
 
 
 def describe_validation_error(
-    error: ValidationError, raw: dict[str, Any], path: Path, text: str, context: str = ""
+    error: ValidationError, path: Path, text: str, context: str = "", lines: dict[str, int | None] | None = None
 ) -> UserError:
+    """``lines`` maps dotted keys set elsewhere in the file (sweep axes) to their YAML line."""
     errors = error.errors()
     first = errors[0]
-    parts = _field_path(first["loc"], raw)
+    parts, holder = _user_path(first["loc"])
+    if first["type"] == "union_tag_invalid":
+        parts.append("name")
     field = ".".join(str(part) for part in parts) or "(top level)"
-    line = yaml_line(text, parts)
+    line = _line_of(field, lines or {}) or yaml_line(text, parts)
     source = f"{path}:{line}" if line else str(path)
-    message = _message(first, parts, raw)
+    message = _message(first, parts, holder)
     if context:
         message = f"{message} ({context})"
     if len(errors) > 1:
@@ -34,29 +39,60 @@ def describe_validation_error(
     return UserError(message, source=source, field=field)
 
 
-def _field_path(loc: tuple[Any, ...], raw: Any) -> list[Any]:
-    """Drop the union tags from a pydantic location: ``model.pool.gem.p`` -> ``model.pool.p``."""
+def _user_path(loc: tuple[Any, ...]) -> tuple[list[Any], type[BaseModel] | None]:
+    """The path as the user wrote it, and the model that holds its last part.
+
+    Pydantic puts the tag of a discriminated union into the location (``model.pool.gem.p``);
+    the user wrote ``model.pool.p``, so a part that picks a union member is dropped.
+    """
+    from pooling_lab.config import ExperimentConfig
+
     parts: list[Any] = []
-    node = raw
+    holder: type[BaseModel] | None = None
+    current: Any = ExperimentConfig
     for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("name") == part:
+        members = {_tag(model): model for model in _models_in(current)}
+        if len(members) > 1 and part in members:
+            current = members[part]
             continue
         if isinstance(part, str) and "[" in part:  # pydantic's label for a union member
             continue
         parts.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return parts
+        holder = next(iter(members.values())) if len(members) == 1 else None
+        field = holder.model_fields.get(part) if holder else None
+        current = field.annotation if field else None
+    return parts, holder
 
 
-def _message(detail: dict[str, Any], parts: list[Any], raw: dict[str, Any]) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation stands for (through ``Annotated`` and unions, not containers)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+    return []
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("name")
+    return field.default if field else None
+
+
+def _line_of(field: str, lines: dict[str, int | None]) -> int | None:
+    """The line of the key that set ``field``, a part of it, or a value inside it."""
+    for key, line in lines.items():
+        if field == key or field.startswith(f"{key}.") or key.startswith(f"{field}."):
+            return line
+    return None
+
+
+def _message(detail: dict[str, Any], parts: list[Any], holder: type[BaseModel] | None) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(detail, parts, raw)
+        allowed = list(holder.model_fields) if holder else []
         hint = _suggest(str(parts[-1]), allowed) if parts else ""
         return f"unknown key{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     if kind == "union_tag_invalid":
@@ -70,44 +106,9 @@ def _message(detail: dict[str, Any], parts: list[Any], raw: dict[str, Any]) -> s
     if kind == "missing":
         return "required but missing"
     text = detail["msg"].removeprefix("Value error, ")
+    if kind == "value_error" and isinstance(detail.get("input"), dict):
+        return text  # a check of a whole section: its message names the values
     return f"{text} (got {_shown(detail.get('input'))})"
-
-
-def _allowed_keys(detail: dict[str, Any], parts: list[Any], raw: dict[str, Any]) -> list[str]:
-    """The keys the enclosing model accepts (read off the error context when pydantic gives it)."""
-    from pooling_lab.config import ExperimentConfig
-
-    model: Any = ExperimentConfig
-    node: Any = raw
-    for part in parts[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation, node)
-        if model is None:
-            return []
-    return [name for name in getattr(model, "model_fields", {}) if name != "name" or "name" in (node or {})]
-
-
-def _model_of(annotation: Any, node: Any) -> Any:
-    """The pydantic model behind an annotation, choosing the union member by ``name``."""
-    candidates = [annotation]
-    seen: list[Any] = []
-    while candidates:
-        current = candidates.pop()
-        if hasattr(current, "model_fields"):
-            seen.append(current)
-        candidates.extend(getattr(current, "__args__", ()) or ())
-        candidates.extend(getattr(current, "__origin__", None) and [current.__origin__] or [])
-    if len(seen) == 1:
-        return seen[0]
-    name = node.get("name") if isinstance(node, dict) else None
-    for model in seen:
-        tag = model.model_fields.get("name")
-        if tag is not None and tag.default == name:
-            return model
-    return None
 
 
 def _suggest(value: str, allowed: list[str]) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,17 @@ class Registry:
         options = spec.model_dump(exclude={"name"})
         return entry.factory(**context, **options)
 
-    def spec_type(self) -> Any:
-        """A pydantic type accepting any registered entry, discriminated by ``name``."""
+    def spec_type(self, default: str) -> Any:
+        """A pydantic type accepting any registered entry, discriminated by ``name``; a mapping
+        without ``name`` is an entry ``default`` (so ``pool: {p: 4}`` or ``--set model.pool.p=4``
+        tunes the default pool)."""
         models = [e.spec_model for e in self._entries.values()]
-        if len(models) == 1:
-            return models[0]
-        return Annotated[Union[tuple(models)], Field(discriminator="name")]  # noqa: UP007
+        union = models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator="name")]  # noqa: UP007
+
+        def named(value: Any) -> Any:
+            return {"name": default, **value} if isinstance(value, dict) and "name" not in value else value
+
+        return Annotated[union, BeforeValidator(named)]
 
     def _spec_model(self, name: str, factory: Callable[..., Any]) -> type[BaseModel]:
         target = factory.__init__ if inspect.isclass(factory) else factory
@@ -83,7 +88,7 @@ class Registry:
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[param.name] = (annotation, default)
         model_name = f"{self.kind.title().replace(' ', '')}{name.title().replace('_', '')}Spec"
-        return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+        return create_model(model_name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
 
 
 def describe_defaults(entry: Entry) -> dict[str, Any]:

@@ -6,6 +6,7 @@ map ends with a ReLU because GeM expects non-negative inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import torch
@@ -14,7 +15,11 @@ from torch import nn
 
 from pooling_lab.registry import Registry
 
-BACKBONES = Registry("backbone", context=("in_channels",))
+BACKBONES = Registry("backbone", context=("in_channels", "local_pool"))
+
+LocalPoolFactory = Callable[[int], nn.Module]
+"""Given a channel count, a module that halves the map: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
+A backbone given one uses it at every downsampling point instead of its own downsampling."""
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

@@ -75,7 +75,7 @@ class GeM(Pool):
         return {"p": (value[0] if self.mode == "shared" else value, self.p)}
 
     def clamp_exponents_(self, low: float | None, high: float | None) -> None:
-        if isinstance(self.p, nn.Parameter):
+        if isinstance(self.p, nn.Parameter) and (low is not None or high is not None):
             with torch.no_grad():
                 self.p.clamp_(min=low, max=high)
 

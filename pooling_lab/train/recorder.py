@@ -30,7 +30,7 @@ class Column:
 def summarise(values: torch.Tensor) -> torch.Tensor:
     """The statistics of ``VECTOR_STATS`` for a 1-D tensor, as one tensor (no host sync)."""
     values = values.float().flatten()
-    quantiles = torch.quantile(values, torch.tensor(QUANTILES, device=values.device))
+    quantiles = torch.quantile(values, torch.tensor(QUANTILES, device=values.device, dtype=values.dtype))
     spread = values.std(correction=0).reshape(1)
     return torch.cat([values.mean().reshape(1), spread, values.min().reshape(1), quantiles, values.max().reshape(1)])
 
