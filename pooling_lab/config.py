@@ -27,6 +27,7 @@ from pooling_lab.errors import UserError
 from pooling_lab.heads import HEADS
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.pooling import GLOBAL_POOLS
+from pooling_lab.pooling.local_pools import LOCAL_POOLS
 
 SEED_KEY = "train.seed"
 DOTTED_KEY = r"[A-Za-z_]\w*(\.\w+)*"
@@ -43,6 +44,9 @@ def _default(registry: Any, name: str) -> Any:
 class ModelConfig(StrictModel):
     backbone: BACKBONES.spec_type("small_cnn") = Field(default_factory=_default(BACKBONES, "small_cnn"))  # type: ignore[valid-type]
     pool: GLOBAL_POOLS.spec_type("gem") = Field(default_factory=_default(GLOBAL_POOLS, "gem"))  # type: ignore[valid-type]
+    local_pool: LOCAL_POOLS.spec_type("max") | None = Field(  # type: ignore[valid-type]
+        None, description="pool used at every downsampling point of the backbone (null: its own)"
+    )
     embedding_dim: Annotated[int, Field(gt=0)] | None = Field(
         None, description="project the pooled descriptor to this width (null: no projection)"
     )
@@ -105,6 +109,29 @@ class RecordConfig(StrictModel):
     every_steps: Annotated[int, Field(ge=1)] = Field(10, description="trace pooling parameters every N steps")
 
 
+Metric = Annotated[str, Field(pattern=r"^(accuracy|map|recall@[1-9][0-9]*)$")]
+
+
+class EvalConfig(StrictModel):
+    """What is measured after training (per epoch only accuracy is measured, it is cheap)."""
+
+    metrics: list[Metric] = Field(
+        default_factory=lambda: ["accuracy", "map", "recall@1"],
+        description="accuracy, map (retrieval mean average precision), recall@K",
+    )
+    probe_p: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=list,
+        description="test-time p values to evaluate the trained GeM model at, on the validation split",
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _has_accuracy(cls, value: list[str]) -> list[str]:
+        if "accuracy" not in value:
+            raise ValueError("accuracy is always measured; list it first")
+        return list(dict.fromkeys(value))
+
+
 NonEmpty = Field(min_length=1, description="an empty list would leave the sweep without runs")
 Dotted = Annotated[str, Field(pattern=f"^{DOTTED_KEY}$")]
 
@@ -140,7 +167,16 @@ class ExperimentConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     sweep: SweepConfig | None = None
+
+    @model_validator(mode="after")
+    def _probe_needs_validation_split(self) -> ExperimentConfig:
+        if self.eval.probe_p and self.data.val_size == 0:
+            raise ValueError(
+                "eval.probe_p chooses p_opt on the validation split, but data.val_size is 0"
+            )
+        return self
 
 
 @dataclass(frozen=True)

@@ -1,68 +1,146 @@
 """Evaluation of a trained classifier: accuracy, retrieval metrics, and the test-time p probe.
 
 Retrieval: every item of a split queries all the others by cosine similarity of its
-L2-normalised embedding; an item is relevant when it has the query's class.  Ties in similarity
-are broken by item index (a stable sort), so the numbers are deterministic.  Queries whose class
-has no other member are left out of the means.  Work is done in chunks of queries, on the
-embeddings' device, so a 50k x 50k similarity matrix never exists at once.
+L2-normalised embedding (after pooling and projection); an item is relevant when it has the
+query's class.  Similarities are rounded to multiples of ``TIE_RESOLUTION`` (2^-20, about 1e-6)
+before ranking, so values equal up to floating-point noise (which depends on how the matrix
+product was blocked) count as ties; ties are broken by item index (a stable sort).  Queries whose class has no other member are left out of the means.  Work is done
+in chunks of queries on the embeddings' device, so a 50k x 50k similarity matrix never exists.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pooling_lab.models.classifier import Classifier
+from pooling_lab.pooling import build_pool
 
 QUERY_CHUNK = 1024
+TIE_RESOLUTION = 2.0**-20
+CACHE_BYTES = 2**30  # a split's backbone maps are kept for the probe when they fit in this
 
 
 @dataclass(frozen=True)
 class Outputs:
-    """What one pass over a split gives: predictions of the head and the embeddings."""
+    """One pass over a split: the head's predictions (no margin) and the embeddings."""
 
     predictions: torch.Tensor
     embeddings: torch.Tensor
     labels: torch.Tensor
 
 
-@torch.inference_mode()
-def infer(model: Classifier, batches: Iterable, autocast: contextlib.AbstractContextManager | None = None) -> Outputs:
+class SplitPass:
+    """Runs a model over a split.  The backbone maps do not depend on the pool, so with
+    ``keep_maps`` they are computed once (when they fit in ``CACHE_BYTES``) and every further
+    pass, e.g. with another p, only reruns pool, embedding and head."""
+
+    def __init__(self, model: Classifier, batches: Iterable, autocast: contextlib.AbstractContextManager | None = None,
+                 keep_maps: bool = False):
+        self.model, self.batches = model, batches
+        self.autocast = autocast or contextlib.nullcontext()
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if keep_maps:
+            kept, size = [], 0
+            for maps, labels in self._compute():
+                kept.append((maps, labels))
+                size += maps.numel() * maps.element_size()
+                if size > CACHE_BYTES:
+                    break
+            else:
+                self.kept = kept
+
+    def _compute(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        with evaluation_mode(self.model):
+            for images, labels in self.batches:
+                with self.autocast:
+                    maps = self.model.backbone(images)
+                yield maps, labels
+
+    def outputs(self, pool: nn.Module | None = None) -> Outputs:
+        """Predictions and embeddings with the model's own pool, or with ``pool`` instead."""
+        model = self.model
+        pool = pool or model.pool
+        predictions, embeddings, labels = [], [], []
+        with evaluation_mode(model):
+            for maps, batch_labels in self.kept if self.kept is not None else self._compute():
+                with self.autocast:
+                    embedded = model.embedding(pool(maps))
+                    logits = model.head(embedded)
+                predictions.append(logits.argmax(dim=1))
+                embeddings.append(embedded.float())
+                labels.append(batch_labels)
+        return Outputs(torch.cat(predictions), torch.cat(embeddings), torch.cat(labels))
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for the duration; the model's mode is restored afterwards."""
     was_training = model.training
     model.eval()
-    predictions, embeddings, labels = [], [], []
-    for images, batch_labels in batches:
-        with autocast or contextlib.nullcontext():
-            embedded = model.embed(images)
-            logits = model.head(embedded)
-        predictions.append(logits.argmax(dim=1))
-        embeddings.append(embedded.float())
-        labels.append(batch_labels)
-    model.train(was_training)
-    return Outputs(torch.cat(predictions), torch.cat(embeddings), torch.cat(labels))
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def accuracy_of(outputs: Outputs) -> float:
     return (outputs.predictions == outputs.labels).float().mean().item()
 
 
-def accuracy(model: Classifier, batches: Iterable, autocast: contextlib.AbstractContextManager | None = None) -> float:
-    """Top-1 accuracy of the head's plain logits (no margin: labels are not given)."""
-    return accuracy_of(infer(model, batches, autocast))
+def split_metrics(outputs: Outputs, metrics: list[str]) -> dict[str, float]:
+    """The named metrics (``accuracy``, ``map``, ``recall@K``) of one pass over a split."""
+    values = {}
+    for metric in metrics:
+        if metric == "accuracy":
+            values[metric] = accuracy_of(outputs)
+        elif metric == "map":
+            values[metric] = retrieval_map(outputs.embeddings, outputs.labels)
+        else:
+            k = int(re.fullmatch(r"recall@(\d+)", metric).group(1))
+            values[metric] = recall_at_k(outputs.embeddings, outputs.labels, k)
+    return values
+
+
+def probe(split: SplitPass, p_values: list[float], metrics: list[str]) -> pd.DataFrame:
+    """Metrics of the trained model with its pool replaced by a fixed, shared GeM at each p
+    (same eps), without retraining: the test-time p sweep."""
+    pool = split.model.pool
+    device = next(split.model.parameters()).device
+    eps = getattr(pool, "eps", 1e-6)
+    rows = []
+    for p in p_values:
+        stand_in = build_pool("gem", 1, p=p, learnable=False, mode="shared", eps=eps).to(device)
+        rows.append({"p": p, **split_metrics(split.outputs(stand_in), metrics)})
+    return pd.DataFrame(rows, columns=["p", *metrics])
+
+
+def best_p(table: pd.DataFrame) -> float:
+    """The probe's best p: highest mAP (accuracy if mAP was not measured); ties -> smaller p."""
+    column = "map" if "map" in table else "accuracy"
+    ordered = table[table[column].map(math.isfinite)].sort_values("p")
+    if ordered.empty:
+        return float("nan")
+    return float(ordered.loc[ordered[column].idxmax(), "p"])
 
 
 def _ranked_relevance(embeddings: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Per chunk of queries: relevance (bool) of every other item in ranked order, and the
     number of relevant items of each query."""
-    normalised = F.normalize(embeddings.float(), dim=1)
+    normalised = F.normalize(embeddings if embeddings.is_floating_point() else embeddings.float(), dim=1)
     count = len(labels)
     for start in range(0, count, QUERY_CHUNK):
         stop = min(start + QUERY_CHUNK, count)
-        similarity = normalised[start:stop] @ normalised.T
+        similarity = torch.round(normalised[start:stop] @ normalised.T / TIE_RESOLUTION)
         rows = torch.arange(stop - start, device=similarity.device)
         similarity[rows, rows + start] = -float("inf")  # the query itself ranks last ...
         order = similarity.argsort(dim=1, descending=True, stable=True)[:, :-1]  # ... and is dropped
@@ -71,7 +149,7 @@ def _ranked_relevance(embeddings: torch.Tensor, labels: torch.Tensor) -> Iterato
 
 
 def retrieval_map(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean average precision over the full ranking (see the module docstring for the rules)."""
+    """Mean average precision over the full ranking (rules in the module docstring)."""
     total = torch.zeros((), dtype=torch.float64, device=embeddings.device)
     queries = torch.zeros((), dtype=torch.long, device=embeddings.device)
     for relevant, positives in _ranked_relevance(embeddings, labels):

@@ -1,16 +1,22 @@
 """Figures of a sweep, drawn from the tidy frames that ``results`` loads.
 
-Everything here works on plain pandas frames (``runs``, ``metrics``, ``params``; see
-``plot_results``) and uses the matplotlib object API on ``Figure`` objects, so no pyplot state is
-touched and no window is ever opened.  Three small helpers carry the logic the figures share:
+Every figure is a function ``(SweepData, Layout) -> Figure | None`` listed in ``PLOTS`` (``None``
+when the frames hold nothing to draw), so ``plot_results`` (one results directory, screen
+sizes) and ``pooling_lab.figures`` (paper figures from a YAML spec) draw the same pictures:
 
-- ``run_groups`` / ``config_colours``: which configuration (combination of swept values, seeds
-  pooled) a run belongs to, how it is labelled, and the colour of that configuration;
-- ``seed_bands``: the mean over seeds and the min-max band over seeds, per configuration;
-- ``_save``: write a figure as PNG and PDF, each file atomically.
+- ``p_trajectory``: every traced pooling parameter against the training step;
+- ``p_final``: final learned p against the first swept key;
+- ``p_drift``: the same with ``p_opt`` (the probe's best test-time p) beside it;
+- ``probe_curves``: validation mAP and accuracy against test-time p, learned p starred;
+- ``p_histograms``: final per-channel p, one histogram per configuration;
+- ``metric_vs_p``: test accuracy and mAP against final p, one dot per run;
+- ``accuracy``: validation and test accuracy against the epoch.
 
-Runs whose status is not ``done`` keep what they recorded: they form their own group per
-configuration, drawn dashed or hollow and labelled e.g. ``head.margin=0.5 (diverged)``.
+Only the object API on ``Figure`` objects is used: no pyplot state, no window.  A
+*configuration* is a combination of swept values (seeds pooled); its colour comes from
+``pooling_lab.style`` and depends on the values alone.  Runs whose status is not ``done`` keep
+what they recorded and form their own group per configuration, drawn dotted or hollow and
+labelled e.g. ``head.margin=0.5 (diverged)``.
 """
 
 from __future__ import annotations
@@ -18,18 +24,28 @@ from __future__ import annotations
 import io
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pooling_lab.atomic import write_bytes
+from pooling_lab.style import (
+    COLOUR_RANGES,
+    NEUTRAL,
+    Style,
+    apply_style,
+    category_colours,
+    colour_span,
+    sequential_colour,
+)
 
 DONE = "done"
 ALL_RUNS = "all runs"
@@ -37,21 +53,52 @@ BAND = "band: min–max over seeds"
 ERROR_BARS = "mean over seeds, error bars: min–max"
 CENTRAL_STATS = ("value", "mean")  # a scalar parameter's value; a per-channel parameter's mean
 ACCURACY_COLUMNS = ("val_accuracy", "test_accuracy")
-OKABE_ITO = (
-    "#E69F00",
-    "#56B4E9",
-    "#009E73",
-    "#0072B2",
-    "#D55E00",
-    "#CC79A7",
-    "#F0E442",
-    "#000000",
-)
-SEQUENTIAL_MAP = "viridis"
-SEQUENTIAL_SPAN = (0.0, 0.9)  # stop before viridis' palest yellow
+PROBE_METRICS = {"map": "mAP", "accuracy": "accuracy"}  # probe.csv column -> panel name
+RUN_METRICS = {"test_accuracy": "test accuracy", "test_map": "test mAP"}
+LOG_X_RATIO = 8.0  # probe curves get a log x axis when the p grid spans more than this
+MAX_GRID_TICKS = 10
+HIST_BINS = 20
 PANEL_COLUMNS = 3
-LEGEND_FONT = 9
-DPI = 150
+PANEL_SIZE_IN = (3.2, 2.6)  # per panel, when no size is given
+LEGEND_SIZE_IN = (1.8, 0.8)  # added to the width (legend right) or height (legend below)
+MARKER_SIZE = 4.0
+LEGEND_PLACES = ("right", "below", "none")
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """The frames of one or more results directories (see ``pooling_lab.results.Results``)."""
+
+    runs: pd.DataFrame
+    swept: Sequence[str] = ()
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    params: pd.DataFrame = field(default_factory=pd.DataFrame)
+    probe: pd.DataFrame = field(default_factory=pd.DataFrame)
+    final_params: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a figure is drawn: size (``None``: sized from its panels), texts that replace the
+    defaults (``xlabel`` / ``ylabel`` apply to every panel), legend place, display names of
+    swept keys (``{"head.margin": "m"}`` labels a configuration ``m=0.3``) and the style."""
+
+    size_in: tuple[float, float] | None = None
+    title: str | None = None
+    xlabel: str | None = None
+    ylabel: str | None = None
+    legend: str = "right"
+    names: Mapping[str, str] = field(default_factory=dict)
+    style: Style = field(default_factory=Style)
+
+    def name(self, key: str) -> str:
+        return self.names.get(key, key)
+
+    def groups(self, runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+        return run_groups(runs, keys, self.names)
+
+    def colours(self, runs: pd.DataFrame, keys: Sequence[str]) -> dict[str, Any]:
+        return config_colours(runs, keys, names=self.names, ranges=self.style.colour_ranges)
 
 
 # --- configurations: labels, order, colours ---------------------------------------------------
@@ -80,31 +127,45 @@ def _sort_key(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, format_value(value))
 
 
-def _configs(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Per run (indexed by run_id): its configuration label and the sort order of that label."""
+def _configs(
+    runs: pd.DataFrame, keys: Sequence[str], names: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """Per run (indexed by run_id): its configuration label, the sort order of that label, and
+    the value of the single key (``None`` with several keys)."""
+    names = names or {}
     rows = list(runs[list(keys)].itertuples(index=False, name=None))
     labels = [
-        ", ".join(f"{key}={format_value(value)}" for key, value in zip(keys, row, strict=True))
+        ", ".join(
+            f"{names.get(key, key)}={format_value(value)}"
+            for key, value in zip(keys, row, strict=True)
+        )
         or ALL_RUNS
         for row in rows
     ]
     order = [tuple(_sort_key(value) for value in row) for row in rows]
-    return pd.DataFrame({"config": labels, "order": order}, index=pd.Index(runs["run_id"]))
+    single = [row[0] if len(keys) == 1 else None for row in rows]
+    return pd.DataFrame(
+        {"config": labels, "order": order, "value": single}, index=pd.Index(runs["run_id"])
+    )
 
 
-def _ordered_configs(configs: pd.DataFrame) -> list[str]:
+def _ordered_configs(configs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration, in configuration order."""
     first = configs.drop_duplicates("config")
-    return [config for _, config in sorted(zip(first["order"], first["config"], strict=True))]
+    return first.iloc[sorted(range(len(first)), key=lambda i: first["order"].iloc[i])]
 
 
-def run_groups(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def run_groups(
+    runs: pd.DataFrame, keys: Sequence[str], names: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """Per run (indexed by ``run_id``): ``config``, ``label`` and ``done``.
 
     ``config`` names the combination of the values of ``keys`` (``"all runs"`` when ``keys`` is
-    empty); ``label`` is the config, followed by ``" (<status>)"`` when the run is not done, so
-    that unfinished runs of a configuration are drawn as a group of their own.
+    empty; a key is shown by its display name in ``names``); ``label`` is the config, followed by
+    ``" (<status>)"`` when the run is not done, so that unfinished runs of a configuration are
+    drawn as a group of their own.
     """
-    groups = _configs(runs, keys)[["config"]]
+    groups = _configs(runs, keys, names)[["config"]]
     status = runs["status"].fillna("unknown").astype(str).to_numpy()
     groups["done"] = status == DONE
     groups["label"] = [
@@ -114,30 +175,35 @@ def run_groups(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return groups
 
 
-def _categorical_palette(count: int) -> list[Any]:
-    if count <= len(OKABE_ITO):
-        return list(OKABE_ITO[:count])
-    cmap = colormaps["tab10" if count <= 10 else "tab20"]
-    return [cmap(index % cmap.N) for index in range(count)]
-
-
-def config_colours(runs: pd.DataFrame, keys: Sequence[str]) -> dict[str, Any]:
+def config_colours(
+    runs: pd.DataFrame,
+    keys: Sequence[str],
+    *,
+    names: Mapping[str, str] | None = None,
+    ranges: Mapping[str, tuple[float, float]] = COLOUR_RANGES,
+) -> dict[str, str]:
     """Colour per configuration label, in configuration order.
 
-    One numeric swept key: a sequential colormap (viridis) by rank of the value, so that the order
-    of e.g. margins reads off the colours.  Otherwise Okabe-Ito (colour-blind safe) for up to 8
-    configurations, tab10 / tab20 beyond.  The mapping depends only on the set of values, not on
-    the order of the runs.
+    One swept key: the colour of its value (``pooling_lab.style``): viridis over the key's
+    declared range for numbers, fixed Okabe-Ito colours for well-known names; so the same value
+    has the same colour in every figure and every results directory.  Several keys: Okabe-Ito
+    by configuration order.  No key: one neutral colour.
     """
-    configs = _configs(runs, keys)
-    ordered = _ordered_configs(configs)
-    numeric = len(keys) == 1 and all(_is_number(value) for value in runs[keys[0]])
-    if numeric:
-        cmap = colormaps[SEQUENTIAL_MAP]
-        palette = [cmap(position) for position in np.linspace(*SEQUENTIAL_SPAN, len(ordered))]
-    else:
-        palette = _categorical_palette(len(ordered))
-    return dict(zip(ordered, palette, strict=True))
+    configs = _ordered_configs(_configs(runs, keys, names))
+    labels, values = list(configs["config"]), list(configs["value"])
+    if not keys:
+        return {ALL_RUNS: NEUTRAL}
+    if len(keys) > 1:
+        return category_colours(labels)
+    if all(_is_number(value) for value in values):
+        span = colour_span(keys[0], [float(value) for value in values], ranges)
+        return {
+            label: sequential_colour(float(value), span)
+            for label, value in zip(labels, values, strict=True)
+        }
+    texts = [format_value(value) for value in values]
+    by_text = category_colours(texts)
+    return {label: by_text[text] for label, text in zip(labels, texts, strict=True)}
 
 
 # --- aggregation over seeds ---------------------------------------------------------------------
@@ -162,40 +228,59 @@ def seed_bands(
     return bands.reset_index().sort_values([*keys, x], ignore_index=True)
 
 
-def p_bands(params: pd.DataFrame, runs: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
+def p_bands(params: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
     """``seed_bands`` of every traced pooling parameter against the training step.
 
     A scalar parameter contributes its ``value`` rows, a per-channel parameter its ``mean`` rows
     (the channel mean, then averaged over seeds); ``by`` is module, param and stat.
     """
     trace = params[params["stat"].isin(CENTRAL_STATS)]
-    return seed_bands(
-        trace, run_groups(runs, swept), x="step", y="value", by=("module", "param", "stat")
-    )
+    return seed_bands(trace, groups, x="step", y="value", by=("module", "param", "stat"))
 
 
-# --- drawing ----------------------------------------------------------------------------------
+def learned_p(runs: pd.DataFrame, groups: pd.DataFrame) -> pd.Series:
+    """Mean final p over the runs of each group label (NaN where no run has one)."""
+    finals = runs.set_index("run_id")["p_final"]
+    return finals.groupby(groups["label"].reindex(finals.index)).mean()
 
 
-def _new_figure(panels: int, title: str | None) -> tuple[Figure, list[Axes]]:
+# --- drawing helpers ----------------------------------------------------------------------------
+
+
+def _new_figure(panels: int, layout: Layout) -> tuple[Figure, list[Axes]]:
     columns = min(panels, PANEL_COLUMNS)
     rows = math.ceil(panels / columns)
-    fig = Figure(figsize=(4.8 * columns + 2.8, 3.6 * rows), layout="constrained")
+    fig = Figure(figsize=layout.size_in or _auto_size(columns, rows, layout), layout="constrained")
     axes = list(fig.subplots(rows, columns, squeeze=False).flat)
     for ax in axes[panels:]:
         ax.set_visible(False)
     for ax in axes:
-        ax.grid(True, alpha=0.3, linewidth=0.6)
-    if title:
-        fig.suptitle(title)
+        ax.grid(True, alpha=0.3, linewidth=0.5)
+    if layout.title:
+        fig.suptitle(layout.title)
     return fig, axes[:panels]
 
 
-def _legend_title(keys: Sequence[str], note: str) -> str:
-    return f"{', '.join(keys)}\n{note}" if keys else note
+def _auto_size(columns: int, rows: int, layout: Layout) -> tuple[float, float]:
+    width, height = PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows
+    if layout.legend == "right":
+        width += LEGEND_SIZE_IN[0]
+    elif layout.legend == "below":
+        height += LEGEND_SIZE_IN[1]
+    return width, height
 
 
-def _figure_legend(fig: Figure, title: str, extra: Sequence[Line2D] = ()) -> None:
+def _legend_title(layout: Layout, keys: Sequence[str], note: str) -> str:
+    return f"{', '.join(map(layout.name, keys))}\n{note}" if keys else note
+
+
+def _legend_columns(labels: Sequence[str], width_in: float, font_size: float) -> int:
+    """How many legend entries fit side by side across the figure."""
+    entry_in = max(map(len, labels)) * 0.55 * font_size / 72 + 0.45  # text plus handle
+    return max(1, min(len(labels), int(width_in // entry_in)))
+
+
+def _figure_legend(fig: Figure, layout: Layout, title: str, extra: Sequence[Line2D]) -> None:
     """One legend for the whole figure, outside the panels, each label once."""
     entries: dict[str, Any] = {}
     for ax in fig.axes:
@@ -204,25 +289,40 @@ def _figure_legend(fig: Figure, title: str, extra: Sequence[Line2D] = ()) -> Non
             entries.setdefault(label, handle)
     for handle in extra:
         entries.setdefault(handle.get_label(), handle)
+    below = layout.legend == "below"
+    columns = _legend_columns(list(entries), fig.get_figwidth(), layout.style.small_font_size)
     fig.legend(
         list(entries.values()),
         list(entries),
-        loc="outside right upper",
+        loc="outside lower center" if below else "outside right upper",
+        ncols=columns if below else 1,
         title=title,
-        fontsize=LEGEND_FONT,
-        title_fontsize=LEGEND_FONT,
         alignment="left",
     )
 
 
-def _linestyle(done: bool) -> str:
-    return "-" if done else "--"
+def _finish(fig: Figure, layout: Layout, legend_title: str, extra: Sequence[Line2D] = ()) -> Figure:
+    """Apply the layout's axis labels, legend and style to a drawn figure."""
+    for ax in fig.axes:
+        if layout.xlabel is not None:
+            ax.set_xlabel(layout.xlabel)
+        if layout.ylabel is not None:
+            ax.set_ylabel(layout.ylabel)
+    if layout.legend != "none":
+        _figure_legend(fig, layout, legend_title, extra)
+    apply_style(fig, layout.style)
+    return fig
 
 
-def _ordered_groups(bands: pd.DataFrame, colours: dict[str, Any]):
-    """(config, label, done, rows) in colour order, finished runs before unfinished ones."""
+def _linestyle(done: bool, solid: str = "-") -> str:
+    return solid if done else ":"
+
+
+def _ordered_groups(frame: pd.DataFrame, colours: dict[str, Any]):
+    """(config, label, done, rows) in colour order, finished runs before unfinished ones;
+    ``frame`` has the columns of ``run_groups``."""
     rank = {config: index for index, config in enumerate(colours)}
-    grouped = bands.groupby(["config", "label", "done"], sort=False)
+    grouped = frame.groupby(["config", "label", "done"], sort=False)
     return sorted(
         ((config, label, done, rows) for (config, label, done), rows in grouped),
         key=lambda item: (rank[item[0]], not item[2], item[1]),
@@ -238,6 +338,7 @@ def _draw_bands(ax: Axes, bands: pd.DataFrame, x: str, colours: dict[str, Any]) 
             color=colour,
             linestyle=_linestyle(done),
             marker="o" if len(rows) == 1 else None,
+            markersize=MARKER_SIZE,
             label=label,
         )
         ax.fill_between(rows[x], rows["low"], rows["high"], color=colour, alpha=0.2, linewidth=0)
@@ -250,65 +351,16 @@ def _band_figure(
     xlabel: str,
     colours: dict[str, Any],
     legend_title: str,
-    title: str | None,
+    layout: Layout,
 ) -> Figure:
     """One panel per (panel title, y label, bands), lines and bands coloured per configuration."""
-    fig, axes = _new_figure(len(panels), title)
+    fig, axes = _new_figure(len(panels), layout)
     for ax, (panel_title, ylabel, bands) in zip(axes, panels, strict=True):
         _draw_bands(ax, bands, x, colours)
         ax.set_title(panel_title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    _figure_legend(fig, legend_title)
-    return fig
-
-
-def p_trajectory_figure(
-    params: pd.DataFrame, runs: pd.DataFrame, swept: Sequence[str], *, title: str | None = None
-) -> Figure | None:
-    """Each traced pooling parameter against the training step; ``None`` when nothing is traced."""
-    if params.empty:
-        return None
-    bands = p_bands(params, runs, swept)
-    if bands.empty:
-        return None
-    panels = [
-        (f"{module}.{param}" + (" (mean over channels)" if stat == "mean" else ""), param, rows)
-        for (module, param, stat), rows in bands.groupby(["module", "param", "stat"])
-    ]
-    return _band_figure(
-        panels,
-        x="step",
-        xlabel="training step",
-        colours=config_colours(runs, swept),
-        legend_title=_legend_title(swept, BAND),
-        title=title,
-    )
-
-
-def accuracy_figure(
-    metrics: pd.DataFrame, runs: pd.DataFrame, swept: Sequence[str], *, title: str | None = None
-) -> Figure | None:
-    """Validation and test accuracy against the epoch, one panel each where recorded."""
-    columns = [column for column in ACCURACY_COLUMNS if column in metrics.columns]
-    if metrics.empty or not columns:
-        return None
-    long = metrics.melt(id_vars=["run_id", "epoch"], value_vars=columns, var_name="metric")
-    bands = seed_bands(long, run_groups(runs, swept), x="epoch", y="value", by=("metric",))
-    if bands.empty:
-        return None
-    panels = [
-        (metric.replace("_", " "), metric.replace("_", " "), rows)
-        for metric, rows in bands.groupby("metric")
-    ]
-    return _band_figure(
-        panels,
-        x="epoch",
-        xlabel="epoch",
-        colours=config_colours(runs, swept),
-        legend_title=_legend_title(swept, BAND),
-        title=title,
-    )
+    return _finish(fig, layout, legend_title)
 
 
 def _positions(values: pd.Series) -> tuple[pd.Series, list[float], list[str]]:
@@ -326,98 +378,354 @@ def _positions(values: pd.Series) -> tuple[pd.Series, list[float], list[str]]:
     return values.map(lambda value: slot[format_value(value)]).astype(float), ticks, labels
 
 
+def _has_values(frame: pd.DataFrame, *columns: str) -> bool:
+    """Whether some row has a finite value in every one of ``columns``."""
+    if not set(columns) <= set(frame.columns):
+        return False
+    values = frame[list(columns)].replace([np.inf, -np.inf], np.nan)
+    return not values.dropna().empty
+
+
+# --- the figures --------------------------------------------------------------------------------
+
+DEFAULT_LAYOUT = Layout()
+
+
+def p_trajectory_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Each traced pooling parameter against the training step; ``None`` when nothing is traced."""
+    if data.params.empty:
+        return None
+    bands = p_bands(data.params, layout.groups(data.runs, data.swept))
+    if bands.empty:
+        return None
+    panels = [
+        (f"{module}.{param}" + (" (mean over channels)" if stat == "mean" else ""), param, rows)
+        for (module, param, stat), rows in bands.groupby(["module", "param", "stat"])
+    ]
+    return _band_figure(
+        panels,
+        x="step",
+        xlabel="training step",
+        colours=layout.colours(data.runs, data.swept),
+        legend_title=_legend_title(layout, data.swept, BAND),
+        layout=layout,
+    )
+
+
+def accuracy_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Validation and test accuracy against the epoch, one panel each where recorded."""
+    metrics = data.metrics
+    columns = [column for column in ACCURACY_COLUMNS if column in metrics.columns]
+    if metrics.empty or not columns:
+        return None
+    long = metrics.melt(id_vars=["run_id", "epoch"], value_vars=columns, var_name="metric")
+    groups = layout.groups(data.runs, data.swept)
+    bands = seed_bands(long, groups, x="epoch", y="value", by=("metric",))
+    if bands.empty:
+        return None
+    panels = [
+        (metric.replace("_", " "), metric.replace("_", " "), rows)
+        for metric, rows in bands.groupby("metric")
+    ]
+    return _band_figure(
+        panels,
+        x="epoch",
+        xlabel="epoch",
+        colours=layout.colours(data.runs, data.swept),
+        legend_title=_legend_title(layout, data.swept, BAND),
+        layout=layout,
+    )
+
+
+@dataclass(frozen=True)
+class PSeries:
+    """A per-run p column drawn against the first swept key, and how it is drawn."""
+
+    column: str
+    label: str
+    marker: str
+    linestyle: str
+    filled: bool
+
+
+LEARNED = PSeries("p_final", "learned p", "o", "-", filled=True)
+BEST = PSeries("p_opt", "p_opt (best test-time p, val mAP)", "D", "--", filled=False)
+
+
+def _draw_p_series(
+    ax: Axes,
+    frame: pd.DataFrame,
+    groups: pd.DataFrame,
+    colours: dict[str, Any],
+    series: PSeries,
+    connect: bool,
+) -> None:
+    """Mean over seeds with min-max error bars per group, and every run as a faint marker;
+    ``frame`` has ``run_id``, ``_x`` and the series' column."""
+    bands = seed_bands(frame, groups, x="_x", y=series.column)
+    for config, _, done, rows in _ordered_groups(bands, colours):
+        colour = colours[config]
+        ax.errorbar(
+            rows["_x"],
+            rows["mean"],
+            yerr=[rows["mean"] - rows["low"], rows["high"] - rows["mean"]],
+            color=colour,
+            linestyle=_linestyle(done, series.linestyle) if connect else "none",
+            marker=series.marker,
+            markersize=MARKER_SIZE,
+            markerfacecolor=colour if series.filled and done else "white",
+            capsize=2,
+        )
+    dots = frame.join(groups, on="run_id", how="inner")
+    ax.scatter(
+        dots["_x"],
+        dots[series.column],
+        s=10,
+        alpha=0.4,
+        marker=series.marker,
+        facecolors=[
+            colours[c] if d else "none" for c, d in zip(dots["config"], dots["done"], strict=True)
+        ],
+        edgecolors=[colours[c] for c in dots["config"]],
+    )
+
+
+def _p_summary_figure(data: SweepData, layout: Layout, series: Sequence[PSeries]) -> Figure | None:
+    """The ``series`` against the first swept key; colours are the combinations of the other
+    swept keys.  ``None`` when no run has a value of the first series."""
+    runs = data.runs
+    if not _has_values(runs, series[0].column):
+        return None
+    key, rest = (data.swept[0], list(data.swept[1:])) if data.swept else (None, [])
+    if key:
+        x, ticks, tick_labels = _positions(runs[key])
+    else:
+        x, ticks, tick_labels = pd.Series(0.0, index=runs.index), [0.0], [ALL_RUNS]
+    numeric = key is not None and all(_is_number(value) for value in runs[key])
+    groups = layout.groups(runs, rest)
+    colours = layout.colours(runs, rest)
+    fig, (ax,) = _new_figure(1, layout)
+    for one in series:
+        frame = runs[["run_id", one.column]].assign(_x=x)
+        _draw_p_series(ax, frame, groups, colours, one, connect=numeric)
+    ax.set_xticks(ticks, tick_labels)
+    ax.set_xlabel(layout.name(key) if key else "")
+    ax.set_ylabel("p")
+    legend = [*_group_proxies(groups, colours), *map(_series_proxy, series), _seed_marker()]
+    return _finish(fig, layout, _legend_title(layout, rest, ERROR_BARS), legend)
+
+
+def _group_proxies(groups: pd.DataFrame, colours: dict[str, Any]) -> list[Line2D]:
+    """Legend entries for the colours of the groups (none for the one group of all runs)."""
+    return [
+        Line2D([], [], color=colours[config], linestyle=_linestyle(done), label=label)
+        for config, label, done, _ in _ordered_groups(groups, colours)
+        if label != ALL_RUNS
+    ]
+
+
+def _series_proxy(series: PSeries) -> Line2D:
+    return Line2D(
+        [],
+        [],
+        color="grey",
+        marker=series.marker,
+        markersize=MARKER_SIZE,
+        markerfacecolor="grey" if series.filled else "white",
+        linestyle=series.linestyle,
+        label=series.label,
+    )
+
+
 def _seed_marker() -> Line2D:
     return Line2D(
         [], [], marker="o", linestyle="none", color="grey", alpha=0.4, label="individual seeds"
     )
 
 
-def p_final_figure(
-    runs: pd.DataFrame, swept: Sequence[str], *, title: str | None = None
-) -> Figure | None:
-    """Final p against the first swept key; ``None`` when no run has a final p.
+def p_final_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Final learned p against the first swept key (mean over seeds, min-max error bars, every
+    run as a faint dot); ``None`` when no run has a final p."""
+    return _p_summary_figure(data, layout, [LEARNED])
 
-    Series (colours) are the combinations of the other swept keys; each shows the mean over seeds
-    with min-max error bars, and every run as a faint dot.
-    """
-    if runs["p_final"].isna().all():
+
+def p_drift_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """The p-drift figure: final learned p and ``p_opt`` against the first swept key, same x,
+    so the gap between them shows; ``None`` when no run has a ``p_opt``."""
+    if not _has_values(data.runs, BEST.column):
         return None
-    key, rest = (swept[0], list(swept[1:])) if swept else (None, [])
-    x, ticks, tick_labels = (
-        _positions(runs[key]) if key else (pd.Series(0.0, index=runs.index), [0.0], [ALL_RUNS])
-    )
-    frame = runs[["run_id", "p_final"]].assign(_x=x)
-    groups = run_groups(runs, rest)
-    colours = config_colours(runs, rest)
-    bands = seed_bands(frame, groups, x="_x", y="p_final")
-    numeric = key is not None and all(_is_number(value) for value in runs[key])
-    fig, (ax,) = _new_figure(1, title)
-    for config, label, done, rows in _ordered_groups(bands, colours):
-        ax.errorbar(
-            rows["_x"],
-            rows["mean"],
-            yerr=[rows["mean"] - rows["low"], rows["high"] - rows["mean"]],
+    return _p_summary_figure(data, layout, [LEARNED, BEST])
+
+
+def _log_scale(p: pd.Series) -> bool:
+    grid = p[np.isfinite(p)]
+    return bool(grid.min() > 0 and grid.max() / grid.min() > LOG_X_RATIO)
+
+
+def _p_axis(ax: Axes, grid: Sequence[float], log_x: bool) -> None:
+    """Test-time p axis: log-scaled when asked, ticks at the probed values when they are few."""
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks([], minor=True)
+    if len(grid) <= MAX_GRID_TICKS:
+        ax.set_xticks(grid, [format_value(p) for p in grid])
+
+
+def _mark_learned(
+    ax: Axes, bands: pd.DataFrame, learned: pd.Series, colours: dict[str, Any], log_x: bool
+) -> None:
+    """A star on each group's curve at the group's mean learned p (interpolated along the line
+    as drawn, i.e. in log p on a log axis)."""
+    scale = np.log if log_x else np.asarray
+    for config, label, _, rows in _ordered_groups(bands, colours):
+        p = learned.get(label, math.nan)
+        if not math.isfinite(p):
+            continue
+        y = np.interp(scale(p), scale(rows["p"].to_numpy()), rows["mean"].to_numpy())
+        ax.plot(
+            [p],
+            [y],
+            marker="*",
+            markersize=2.2 * MARKER_SIZE,
             color=colours[config],
-            linestyle=_linestyle(done) if numeric else "none",
-            marker="o",
-            markerfacecolor=colours[config] if done else "none",
-            capsize=3,
-            label=label,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+            linestyle="none",
+            zorder=3,
         )
-    dots = frame.join(groups, on="run_id")
-    ax.scatter(
-        dots["_x"],
-        dots["p_final"],
-        s=16,
-        alpha=0.4,
-        facecolors=[
-            colours[c] if d else "none" for c, d in zip(dots["config"], dots["done"], strict=True)
-        ],
-        edgecolors=[colours[c] for c in dots["config"]],
+
+
+def _learned_marker() -> Line2D:
+    return Line2D(
+        [],
+        [],
+        marker="*",
+        markersize=2.2 * MARKER_SIZE,
+        color="grey",
+        markeredgecolor="black",
+        markeredgewidth=0.5,
+        linestyle="none",
+        label="learned p (mean over seeds)",
     )
-    ax.set_xticks(ticks, tick_labels)
-    ax.set_xlabel(key or "")
-    ax.set_ylabel("final p")
-    _figure_legend(fig, _legend_title(rest, ERROR_BARS), extra=[_seed_marker()])
-    return fig
 
 
-def accuracy_vs_p_figure(
-    runs: pd.DataFrame, swept: Sequence[str], *, title: str | None = None
-) -> Figure | None:
-    """Final test accuracy against final p, one dot per run; ``None`` without such runs."""
-    both = runs.dropna(subset=["p_final", "test_accuracy"])
-    if both.empty:
+def probe_curves_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Validation mAP and accuracy against test-time p (one panel each), one curve per
+    configuration (mean and min-max band over seeds), its mean learned p starred on it;
+    ``None`` without probe results."""
+    probe = data.probe
+    metrics = [metric for metric in PROBE_METRICS if _has_values(probe, "p", metric)]
+    if not metrics:
         return None
-    groups = run_groups(both, swept)
-    colours = config_colours(runs, swept)
-    fig, (ax,) = _new_figure(1, title)
-    for config, label, done, rows in _ordered_groups(groups.reset_index(), colours):
-        chosen = both[both["run_id"].isin(rows["run_id"])]
-        ax.scatter(
-            chosen["p_final"],
-            chosen["test_accuracy"],
-            s=28,
-            facecolors=colours[config] if done else "none",
-            edgecolors=colours[config],
-            label=label,
-        )
-    ax.set_xlabel("final p")
-    ax.set_ylabel("test accuracy")
-    _figure_legend(fig, _legend_title(swept, "one dot per run"))
-    return fig
+    groups = layout.groups(data.runs, data.swept)
+    colours = layout.colours(data.runs, data.swept)
+    long = probe.melt(id_vars=["run_id", "p"], value_vars=metrics, var_name="metric")
+    bands = seed_bands(long, groups, x="p", y="value", by=("metric",))
+    if bands.empty:
+        return None
+    probed = data.runs[data.runs["run_id"].isin(probe["run_id"])]
+    learned = learned_p(probed, groups)
+    grid = sorted(bands["p"].unique())
+    log_x = _log_scale(bands["p"])
+    fig, axes = _new_figure(len(metrics), layout)
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = bands[bands["metric"] == metric]
+        _draw_bands(ax, rows, "p", colours)
+        _mark_learned(ax, rows, learned, colours, log_x)
+        _p_axis(ax, grid, log_x)
+        ax.set_title(PROBE_METRICS[metric])
+        ax.set_xlabel("test-time p")
+        ax.set_ylabel(f"validation {PROBE_METRICS[metric]}")
+    legend_title = _legend_title(layout, data.swept, BAND)
+    return _finish(fig, layout, legend_title, [_learned_marker()])
+
+
+def per_channel_params(final_params: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``final_params`` whose parameter has more than one element in its run."""
+    if final_params.empty:
+        return final_params
+    sizes = final_params.groupby(["run_id", "module", "param"])["value"].transform("size")
+    return final_params[sizes > 1]
+
+
+def p_histograms_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Histograms of the final per-channel parameters, one panel per configuration (and
+    parameter, when there are several), channels of all seeds pooled, on shared bins;
+    ``None`` when every parameter is a scalar."""
+    vectors = per_channel_params(data.final_params)
+    if vectors.empty:
+        return None
+    groups = layout.groups(data.runs, data.swept)
+    vectors = vectors.join(groups, on="run_id", how="inner")
+    colours = layout.colours(data.runs, data.swept)
+    several = len(vectors[["module", "param"]].drop_duplicates()) > 1
+    panels = [
+        (colours[config], label, done, f"{module}.{param}", rows["value"])
+        for config, label, done, group in _ordered_groups(vectors, colours)
+        for (module, param), rows in group.groupby(["module", "param"])
+    ]
+    bins = np.histogram_bin_edges(vectors["value"], bins=HIST_BINS)
+    fig, axes = _new_figure(len(panels), layout)
+    for ax, (colour, label, done, name, values) in zip(axes, panels, strict=True):
+        ax.hist(values, bins=bins, color=colour, histtype="stepfilled" if done else "step")
+        ax.axvline(values.mean(), color="black", linestyle="--", linewidth=1, label="mean")
+        ax.set_xlim(bins[0], bins[-1])
+        ax.set_title(f"{label}\n{name}" if several else label)
+        ax.set_xlabel(f"final {name.rsplit('.', 1)[-1]}")
+        ax.set_ylabel("channels")
+    return _finish(fig, layout, "channels of all seeds")
+
+
+def metric_vs_p_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Test accuracy and test mAP (one panel each, where measured) against final p, one dot
+    per run coloured by configuration; ``None`` when no run has both."""
+    runs = data.runs
+    columns = [column for column in RUN_METRICS if _has_values(runs, "p_final", column)]
+    if not columns:
+        return None
+    groups = layout.groups(runs, data.swept)
+    colours = layout.colours(runs, data.swept)
+    fig, axes = _new_figure(len(columns), layout)
+    for ax, column in zip(axes, columns, strict=True):
+        both = runs.dropna(subset=["p_final", column]).join(groups, on="run_id", how="inner")
+        for config, label, done, rows in _ordered_groups(both, colours):
+            ax.scatter(
+                rows["p_final"],
+                rows[column],
+                s=14,
+                facecolors=colours[config] if done else "none",
+                edgecolors=colours[config],
+                label=label,
+            )
+        ax.set_title(RUN_METRICS[column])
+        ax.set_xlabel("final learned p")
+        ax.set_ylabel(RUN_METRICS[column])
+    return _finish(fig, layout, _legend_title(layout, data.swept, "one dot per run"))
+
+
+PLOTS: dict[str, Callable[[SweepData, Layout], Figure | None]] = {
+    "p_trajectory": p_trajectory_figure,
+    "p_final": p_final_figure,
+    "p_drift": p_drift_figure,
+    "probe_curves": probe_curves_figure,
+    "p_histograms": p_histograms_figure,
+    "metric_vs_p": metric_vs_p_figure,
+    "accuracy": accuracy_figure,
+}
 
 
 # --- saving -----------------------------------------------------------------------------------
 
 
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``<name>.png`` and ``<name>.pdf`` under ``out_dir``, each atomically."""
+def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
+    """Write ``<stem>.pdf`` (vector, TrueType fonts, no timestamp, so a redrawn figure is
+    byte-identical) and ``<stem>.png`` at ``dpi``, each atomically."""
     paths = []
-    for fmt in ("png", "pdf"):
+    for fmt, metadata in (("pdf", {"CreationDate": None}), ("png", {})):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=DPI)
-        path = Path(out_dir) / f"{name}.{fmt}"
+        with matplotlib.rc_context({"pdf.fonttype": 42}):
+            fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+        path = Path(f"{stem}.{fmt}")
         write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
@@ -431,24 +739,25 @@ def plot_results(
     out_dir: Path,
     *,
     title: str | None = None,
+    probe: pd.DataFrame | None = None,
+    final_params: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Draw the figures of one sweep into ``out_dir``; return the files written.
-
-    ``p_trajectory`` (traced pooling parameters against the step), ``p_final`` (final p against
-    the first swept key), ``accuracy_vs_p`` and ``accuracy`` (accuracy against the epoch), each as
-    PNG and PDF.  A figure without data (no trace, no final p, no accuracy) is skipped.
-    """
+    """Draw every figure of ``PLOTS`` that has data into ``out_dir`` as ``<name>.pdf`` and
+    ``<name>.png``; return the files written (none for no runs)."""
     if runs.empty:
         return []
-    figures = {
-        "p_trajectory": p_trajectory_figure(params, runs, swept, title=title),
-        "p_final": p_final_figure(runs, swept, title=title),
-        "accuracy_vs_p": accuracy_vs_p_figure(runs, swept, title=title),
-        "accuracy": accuracy_figure(metrics, runs, swept, title=title),
-    }
-    return [
-        path
-        for name, fig in figures.items()
-        if fig is not None
-        for path in _save(fig, out_dir, name)
-    ]
+    data = SweepData(
+        runs,
+        swept,
+        metrics,
+        params,
+        pd.DataFrame() if probe is None else probe,
+        pd.DataFrame() if final_params is None else final_params,
+    )
+    layout = Layout(title=title)
+    written = []
+    for name, draw in PLOTS.items():
+        fig = draw(data, layout)
+        if fig is not None:
+            written += save_figure(fig, Path(out_dir) / name, layout.style.dpi)
+    return written

@@ -38,7 +38,18 @@ METRIC_COLUMNS = [
     "lr", "lr_pool", "p", "time_s",
 ]
 PARAM_COLUMNS = ["step", "epoch", "module", "param", "stat", "value", "grad"]
-RUN_COLUMNS = ["run_id", "run_dir", "seed", "status", "p_final", "test_accuracy", "val_accuracy", "epochs", "wall_time_s"]
+FINAL_PARAM_COLUMNS = ["module", "param", "index", "value"]
+PROBE_FIRST_COLUMN = "p"
+SUMMARY_FIRST = ["p_final", "p_opt", "test_accuracy", "val_accuracy"]
+SUMMARY_LAST = ["epoch", "step", "wall_time_s"]
+
+
+def summary_columns(*statuses: dict[str, Any]) -> list[str]:
+    """The final numbers of runs, as runs-table columns: p, then test and val metrics (those
+    at p_opt included), then progress; in a fixed order whatever the metrics were."""
+    metrics = sorted({key for status in statuses for key in status if key.startswith(("test_", "val_"))})
+    metrics = [key for key in metrics if key not in SUMMARY_FIRST]
+    return [*SUMMARY_FIRST, *sorted(metrics, key=lambda k: (not k.startswith("test_"), k)), *SUMMARY_LAST]
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,14 @@ class RunFiles:
     @property
     def params(self) -> Path:
         return self.root / "params.csv"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe.csv"
+
+    @property
+    def final_params(self) -> Path:
+        return self.root / "final_params.csv"
 
     @property
     def checkpoint(self) -> Path:
@@ -151,6 +170,8 @@ class Results:
     runs: pd.DataFrame
     metrics: pd.DataFrame
     params: pd.DataFrame
+    probe: pd.DataFrame
+    final_params: pd.DataFrame
 
 
 def swept_keys(experiment: dict[str, Any]) -> list[str]:
@@ -165,12 +186,16 @@ def load(path: Path | str) -> Results:
     if not runs_file.exists():
         raise UserError(f"not a results directory: {runs_file} is missing", source=str(root))
     experiment = yaml.safe_load((root / EXPERIMENT_FILE).read_text()) or {}
-    runs = pd.read_csv(runs_file)
-    metrics, params = [], []
+    runs = pd.read_csv(runs_file, dtype={"run_id": str})
+    metrics, params, probes, finals, statuses = [], [], [], [], []
     for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
         files = RunFiles(root / run_dir)
+        statuses.append(read_status(files) or {"status": "pending"})
         metrics.append(read_csv(files.metrics, METRIC_COLUMNS).assign(run_id=run_id))
         params.append(read_csv(files.params, PARAM_COLUMNS).assign(run_id=run_id))
+        probes.append(read_csv(files.probe, [PROBE_FIRST_COLUMN]).assign(run_id=run_id))
+        finals.append(read_csv(files.final_params, FINAL_PARAM_COLUMNS).assign(run_id=run_id))
+    runs = _with_statuses(runs, statuses)
     return Results(
         path=root,
         experiment=experiment,
@@ -178,7 +203,19 @@ def load(path: Path | str) -> Results:
         runs=runs,
         metrics=_concat(metrics, ["run_id", *METRIC_COLUMNS]),
         params=_concat(params, ["run_id", *PARAM_COLUMNS]),
+        probe=_concat(probes, ["run_id", PROBE_FIRST_COLUMN]),
+        final_params=_concat(finals, ["run_id", *FINAL_PARAM_COLUMNS]),
     )
+
+
+def _with_statuses(runs: pd.DataFrame, statuses: list[dict[str, Any]]) -> pd.DataFrame:
+    """The runs table with each run's state and final numbers taken from its status.json,
+    which is written last and so is newer than runs.csv when a run was cut short."""
+    runs = runs.copy()
+    runs["status"] = [status.get("status", "pending") for status in statuses]
+    for column in summary_columns(*statuses):
+        runs[column] = pd.to_numeric(pd.Series([s.get(column) for s in statuses], index=runs.index), errors="coerce")
+    return runs
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -80,17 +80,11 @@ def write_runs_table(root: Path, plan: Plan, statuses: dict[str, dict[str, Any]]
         status = statuses.get(spec.run_id, {})
         row = {"run_id": spec.run_id, "run_dir": spec.dir_name}
         row |= {key: _cell(value) for key, value in spec.swept.items()}
-        row |= {
-            "seed": spec.config.train.seed,
-            "status": status.get("status", "pending"),
-            "p_final": status.get("p_final"),
-            "test_accuracy": status.get("test_accuracy"),
-            "val_accuracy": status.get("val_accuracy"),
-            "epochs": status.get("epoch"),
-            "wall_time_s": status.get("wall_time_s"),
-        }
+        row |= {"seed": spec.config.train.seed, "status": status.get("status", "pending")}
+        row |= {key: status.get(key) for key in results.summary_columns(status)}
         rows.append(row)
-    columns = ["run_id", "run_dir", *plan.swept_keys, *results.RUN_COLUMNS[2:]]
+    summary = results.summary_columns(*statuses.values())
+    columns = ["run_id", "run_dir", *plan.swept_keys, "seed", "status", *summary]
     results.write_csv(root / results.RUNS_FILE, pd.DataFrame(rows, columns=columns))
 
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from pooling_lab.cli import app
 from pooling_lab.config import Plan, load_plan, parse_override
 from pooling_lab.errors import UserError
+from pooling_lab.pooling import GLOBAL_POOLS
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 HEADER = "name: t\ndata: {dataset: synthetic}\n"  # lines 1-2 of the files written below
@@ -65,7 +66,8 @@ def test_defaults_are_filled(tmp_path):
     [run] = plan.runs
     resolved = run.config.model_dump()
     assert resolved["optim"]["pool_params"] == {"lr_mult": 10.0, "weight_decay": 0.0, "freeze_epochs": 0, "clamp": None}
-    assert resolved["model"]["pool"] == {"name": "gem", "p": 3.0, "learnable": True, "mode": "shared", "eps": 1e-6}
+    expected_pool = {"name": "gem", "p": 3.0, "learnable": True, "mode": "shared", "eps": 1e-6}
+    assert {key: resolved["model"]["pool"][key] for key in expected_pool} == expected_pool
     assert resolved["head"]["name"] == "linear"
     assert resolved["optim"]["lr"] == 0.1 and resolved["train"]["epochs"] == 10
     assert plan.experiment.sweep is None and plan.swept_keys == [] and run.swept == {}
@@ -74,9 +76,7 @@ def test_defaults_are_filled(tmp_path):
 
 def test_component_without_name_is_the_default_one(tmp_path):
     path = write(tmp_path, HEADER + "model: {pool: {p: 4}}\n")
-    assert load_plan(path).experiment.model.pool.model_dump() == {
-        "name": "gem", "p": 4.0, "learnable": True, "mode": "shared", "eps": 1e-6
-    }
+    assert load_plan(path).experiment.model.pool.model_dump() == GLOBAL_POOLS.get("gem").spec_model(p=4.0).model_dump()
     assert load_plan(write(tmp_path, HEADER, "bare.yaml"), ["model.pool.p=5"]).experiment.model.pool.p == 5.0
 
 
@@ -123,7 +123,7 @@ def test_whole_pool_mappings_can_be_swept(tmp_path):
     pools = [run.config.model.pool.model_dump() for run in plan.runs]
     assert pools == [
         {"name": "avg"},
-        {"name": "gem", "p": 2.0, "learnable": True, "mode": "shared", "eps": 1e-6},
+        GLOBAL_POOLS.get("gem").spec_model(p=2.0).model_dump(),
     ]
     assert [run.dir_name.rsplit("_", 1)[0] for run in plan.runs] == ["pool=avg_seed=0", "pool=gem,p=2_seed=0"]
 
@@ -264,7 +264,7 @@ def test_run_ids_depend_on_training_values_only(tmp_path):
     [
         ("bogus: 1\n", "bogus", "unknown key; allowed: name, description, data, model"),
         ("optim: {lrr: 0.1}\n", "optim.lrr", "unknown key (did you mean 'lr'?)"),
-        ("model:\n  pool: {name: gemm, p: 3}\n", "model.pool.name", "unknown name 'gemm' (did you mean 'gem'?); allowed: avg, max, gem"),
+        ("model:\n  pool: {name: gemm, p: 3}\n", "model.pool.name", "unknown name 'gemm' (did you mean 'gem'?); allowed: " + ", ".join(GLOBAL_POOLS.names())),
         ("model:\n  pool: {name: gem, p: -1}\n", "model.pool.p", "(got -1)"),
         ("model:\n  pool: {name: gem, p: .inf}\n", "model.pool.p", "finite number (got inf)"),
         ("optim: {lr: -0.1}\n", "optim.lr", "greater than 0 (got -0.1)"),
@@ -325,7 +325,7 @@ def test_cli_bad_file_is_one_line_exit_2_and_debug_raises(tmp_path):
     path = write(tmp_path, HEADER + "model: {pool: {name: gemm}}\n")
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == [f"error: {path}:3: model.pool.name: unknown name 'gemm' (did you mean 'gem'?); allowed: avg, max, gem"]
+    assert result.stderr.splitlines() == [f"error: {path}:3: model.pool.name: unknown name 'gemm' (did you mean 'gem'?); allowed: " + ", ".join(GLOBAL_POOLS.names())]
     debug = runner.invoke(app, ["validate", str(path), "--debug"])
     assert isinstance(debug.exception, UserError)
 

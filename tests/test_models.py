@@ -7,7 +7,9 @@ import torch
 
 from pooling_lab.config import ExperimentConfig
 from pooling_lab.models import BACKBONES, build_model
+from pooling_lab.models.vit import ViT
 from pooling_lab.pooling import Pool
+from pooling_lab.pooling.local_pools import LOCAL_POOLS, local_pool_factory
 
 
 def experiment(backbone: dict, **model) -> ExperimentConfig:
@@ -73,3 +75,96 @@ def test_pool_width_sizes_the_head():
     model = build_model(config, in_channels=3, num_classes=7)
     assert model.head.weight.shape == (7, 8)
     assert [name for name, _ in model.pools()] == ["pool"]
+
+
+# A local pool replaces every downsampling point and halves with ceil, like the native ones:
+# small_cnn depth 3 has 2 (28 -> 14 -> 7), resnet18_cifar 3 (28 -> 14 -> 7 -> 4).
+@pytest.mark.parametrize("local_pool", LOCAL_POOLS.names())
+@pytest.mark.parametrize(
+    ("spec", "channels", "size", "expected", "points"),
+    [
+        ({"name": "small_cnn", "width": 4, "depth": 3}, 1, 28, (16, 7, 7), 2),
+        ({"name": "resnet18_cifar", "width": 4}, 3, 28, (32, 4, 4), 3),
+    ],
+)
+def test_every_backbone_takes_every_local_pool(local_pool, spec, channels, size, expected, points):
+    options = dict(spec)
+    factory = local_pool_factory({"name": local_pool})
+    backbone = BACKBONES.build(options.pop("name"), in_channels=channels, local_pool=factory, **options)
+    pools = [module for module in backbone.modules() if isinstance(module, Pool)]
+    assert len(pools) == points and all(type(p) is LOCAL_POOLS.get(local_pool).factory for p in pools)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in backbone.modules())
+    out = backbone(images(2, channels, size))
+    assert out.shape == (2, *expected)
+    assert (out >= 0).all() and (out > 0).any()
+
+
+def test_resnet_block_pools_once_for_both_paths():
+    """The first block of a stage pools at the incoming width; conv1 and the shortcut see the
+    pooled map at stride 1."""
+    factory = local_pool_factory({"name": "avg"})
+    backbone = BACKBONES.build("resnet18_cifar", in_channels=3, width=4, local_pool=factory)
+    block = backbone.stages[2]
+    assert isinstance(block.pool, Pool) and block.conv1.stride == (1, 1)
+    assert block.conv1.in_channels == 4 and block.conv1.out_channels == 8
+    x = torch.relu(images(2, 4, 9))
+    pooled = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=True)
+    block.eval()
+    residual = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(pooled)))))
+    torch.testing.assert_close(block(x), torch.relu(residual + block.shortcut(pooled)))
+
+
+def test_native_downsampling_is_unchanged_without_a_local_pool():
+    small = BACKBONES.build("small_cnn", in_channels=1, width=4)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in small.modules()) == 2
+    resnet = BACKBONES.build("resnet18_cifar", in_channels=3, width=4)
+    strides = [block.conv1.stride[0] for block in resnet.stages]
+    assert strides == [1, 1, 2, 1, 2, 1, 2, 1]
+    assert not any(isinstance(m, Pool) for m in resnet.modules())
+
+
+def test_vit_tiny_default_map_is_non_negative_8x8_of_192():
+    torch.manual_seed(0)
+    vit = BACKBONES.build("vit_tiny", in_channels=3)
+    assert isinstance(vit, ViT) and vit.out_channels == 192 and len(vit.blocks) == 12
+    with torch.no_grad():
+        out = vit(images(1, 3, 32))
+    assert out.shape == (1, 192, 8, 8)
+    assert (out >= 0).all() and (out > 0).any()
+
+
+def test_vit_gradient_reaches_input_and_every_parameter():
+    torch.manual_seed(0)
+    vit = BACKBONES.build("vit_tiny", in_channels=3, dim=24, depth=2, heads=3)
+    batch = images(2, 3, 32).requires_grad_()
+    out = vit(batch)
+    assert out.shape == (2, 24, 8, 8)
+    out.pow(3).mean().backward()  # a GeM-like weighting of the map
+    assert batch.grad is not None and batch.grad.abs().sum() > 0
+    for name, parameter in vit.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_vit_tokens_are_the_map_locations():
+    """Each output location is its own token: the map is (N, dim, H/patch, W/patch), and changing
+    one patch of the image changes (through attention) every location but mostly its own."""
+    torch.manual_seed(0)
+    vit = BACKBONES.build("vit_tiny", in_channels=1, dim=32, depth=2, heads=4, patch_size=4).eval()
+    x = images(1, 1, 28)
+    out = vit(x)  # position embeddings resized from the 8x8 grid to 7x7
+    assert out.shape == (1, 32, 7, 7)
+    bumped = x.clone()
+    bumped[..., 8:12, 12:16] += 3.0  # the patch of token (2, 3)
+    change = (vit(bumped) - out).abs().sum(dim=1)[0]
+    assert change.argmax().item() == 2 * 7 + 3
+
+
+def test_vit_rejects_local_pools_and_bad_shapes():
+    with pytest.raises(ValueError, match="local pool"):
+        BACKBONES.build("vit_tiny", in_channels=3, local_pool=local_pool_factory({"name": "max"}))
+    with pytest.raises(ValueError, match="divisible by heads"):
+        BACKBONES.build("vit_tiny", in_channels=3, dim=64, heads=3)
+    vit = BACKBONES.build("vit_tiny", in_channels=3, dim=16, depth=1, heads=2)
+    with pytest.raises(ValueError, match="patch_size"):
+        vit(images(1, 3, 30))

@@ -9,7 +9,9 @@ from torch import nn
 from pooling_lab.heads import build_head
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.models.classifier import Classifier, Embedding
+from pooling_lab.models.vit import ViT
 from pooling_lab.pooling import build_pool
+from pooling_lab.pooling.local_pools import local_pool_factory
 
 if TYPE_CHECKING:
     from pooling_lab.config import ExperimentConfig
@@ -17,7 +19,12 @@ if TYPE_CHECKING:
 
 def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> Classifier:
     backbone_spec = config.model.backbone.model_dump()
-    backbone = BACKBONES.build(backbone_spec.pop("name"), in_channels=in_channels, **backbone_spec)
+    local_pool = config.model.local_pool
+    backbone = BACKBONES.build(
+        backbone_spec.pop("name"), in_channels=in_channels,
+        local_pool=local_pool_factory(local_pool.model_dump()) if local_pool is not None else None,
+        **backbone_spec,
+    )
     pool_spec = config.model.pool.model_dump()
     pool = build_pool(pool_spec.pop("name"), backbone.out_channels, **pool_spec)
     width = pool.out_features(backbone.out_channels)
@@ -30,4 +37,4 @@ def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) ->
     return Classifier(backbone, pool, embedding, head)
 
 
-__all__ = ["BACKBONES", "Classifier", "build_model"]
+__all__ = ["BACKBONES", "Classifier", "ViT", "build_model"]

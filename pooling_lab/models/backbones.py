@@ -1,7 +1,8 @@
-"""Convolutional backbones: an image batch becomes a non-negative feature map (N, C, H', W').
+"""Backbones: an image batch becomes a non-negative feature map (N, C, H', W').
 
 Each backbone reports ``out_channels`` so the global pool and the head can size themselves.  The
-map ends with a ReLU because GeM expects non-negative inputs.
+map ends with a ReLU because GeM expects non-negative inputs.  A convolutional backbone given a
+``local_pool`` factory builds one pool per downsampling point in place of its own downsampling.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
 class SmallCNN(nn.Module):
     """A plain VGG-style net: ``depth`` stages of ``convs_per_stage`` 3x3 conv-BN-ReLU layers.
 
-    Stage i has ``width * 2**i`` channels; a 2x2 max pool halves the map between stages, so a
-    28x28 input with depth 3 ends as a 7x7 map.  Fast enough to train on a laptop CPU.
+    Stage i has ``width * 2**i`` channels; a 2x2 max pool (``ceil_mode``), or ``local_pool`` when
+    given, halves the map between stages, so a 28x28 input with depth 3 ends as a 7x7 map.  Fast
+    enough to train on a laptop CPU.
     """
 
     def __init__(
@@ -44,13 +46,15 @@ class SmallCNN(nn.Module):
         width: Annotated[int, Field(ge=4, le=1024)] = 32,
         depth: Annotated[int, Field(ge=1, le=6)] = 3,
         convs_per_stage: Annotated[int, Field(ge=1, le=4)] = 1,
+        local_pool: LocalPoolFactory | None = None,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for stage in range(depth):
             if stage > 0:
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+                pool = nn.MaxPool2d(2, ceil_mode=True) if local_pool is None else local_pool(channels)
+                layers.append(pool)
             for _ in range(convs_per_stage):
                 layers.append(conv_bn_relu(channels, width * 2**stage))
                 channels = width * 2**stage
@@ -62,10 +66,15 @@ class SmallCNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut (He et al., 2016)."""
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut (He et al., 2016).
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    A ``pool`` runs first and both paths see its output: the block downsamples by the pool
+    instead of by a strided first convolution and strided shortcut (then ``stride`` is 1).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, pool: nn.Module | None = None):
         super().__init__()
+        self.pool = nn.Identity() if pool is None else pool
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
@@ -78,6 +87,7 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
@@ -86,9 +96,19 @@ class BasicBlock(nn.Module):
 @BACKBONES.register("resnet18_cifar")
 class ResNet18Cifar(nn.Module):
     """ResNet-18 for 32x32 inputs: a 3x3 stride-1 stem and no stem max pool, so the last of the
-    four stages (strides 1, 2, 2, 2) is a 4x4 map of ``8 * width`` channels (512 at width 64)."""
+    four stages (strides 1, 2, 2, 2) is a 4x4 map of ``8 * width`` channels (512 at width 64).
 
-    def __init__(self, in_channels: int, width: Annotated[int, Field(ge=4, le=256)] = 64):
+    With a ``local_pool`` the first block of stages 2-4 pools its input (at the stage's incoming
+    width, before the channels grow) and runs its convolutions and shortcut at stride 1 on the
+    pooled map, so the pool is the only downsampling and the residual sum stays aligned.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: Annotated[int, Field(ge=4, le=256)] = 64,
+        local_pool: LocalPoolFactory | None = None,
+    ):
         super().__init__()
         self.stem = conv_bn_relu(in_channels, width)
         stages: list[nn.Module] = []
@@ -96,8 +116,10 @@ class ResNet18Cifar(nn.Module):
         for index, blocks in enumerate((2, 2, 2, 2)):
             out_channels = width * 2**index
             for block in range(blocks):
-                stride = 2 if index > 0 and block == 0 else 1
-                stages.append(BasicBlock(channels, out_channels, stride))
+                downsample = index > 0 and block == 0
+                pool = local_pool(channels) if downsample and local_pool is not None else None
+                stride = 2 if downsample and pool is None else 1
+                stages.append(BasicBlock(channels, out_channels, stride, pool))
                 channels = out_channels
         self.stages = nn.Sequential(*stages)
         self.out_channels = channels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
@@ -38,3 +39,44 @@ def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Te
         p_map = p_vec = p
     mean_power = (x / scale).pow(p_map).mean(dim=(2, 3))
     return scale.flatten(1) * mean_power.pow(1.0 / p_vec)
+
+
+def lse_pool(x: torch.Tensor, r: torch.Tensor | float) -> torch.Tensor:
+    """Log-sum-exp pooling ``(1/r) log(mean_hw exp(r x))`` (Pinheiro & Collobert, CVPR 2015).
+
+    Written as ``m + (1/r) log1p(mean expm1(r (x - m)))`` with m the per-channel maximum: no
+    term overflows for large r, and small r loses no digits (r -> 0 is the mean, r -> inf the
+    maximum).  ``m`` is detached; the identity holds for any constant m.
+    """
+    x = _fp32(x)
+    peak = x.amax(dim=(2, 3), keepdim=True).detach()
+    mean_excess = torch.expm1((x - peak) * r).mean(dim=(2, 3))
+    return peak.flatten(1) + torch.log1p(mean_excess) / r
+
+
+def regional_gem(x: torch.Tensor, p: torch.Tensor | float, kernel_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """Lp pooling over each ``kernel_size`` square (stride 1, replicate padding, same size):
+    ``(mean_window x^p)^(1/p)``, the map divided by its per-channel maximum for stability.
+
+    A window whose powers all underflow is floored at the smallest normal number rather than 0,
+    so neither the root nor its gradient is infinite.
+    """
+    x = _fp32(x).clamp_min(eps)
+    scale = x.amax(dim=(2, 3), keepdim=True).detach()
+    pad = (kernel_size - 1) // 2
+    ratio = F.pad(x / scale, (pad, kernel_size - 1 - pad) * 2, mode="replicate")
+    mean_power = F.avg_pool2d(ratio.pow(p), kernel_size, stride=1)
+    return scale * mean_power.clamp_min(torch.finfo(mean_power.dtype).tiny).pow(1.0 / p)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The map resized to ``size``, bilinear and antialiased (a non-negative map stays
+    non-negative); a map of that size already is returned as it is."""
+    if (x.shape[2], x.shape[3]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def rescale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """The map resized by ``scale``, to at least 1 x 1."""
+    return resize(x, (max(1, round(x.shape[2] * scale)), max(1, round(x.shape[3] * scale))))

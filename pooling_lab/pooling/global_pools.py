@@ -1,15 +1,19 @@
-"""Global pools: a feature map (N, C, H, W) becomes a descriptor (N, out_features)."""
+"""Global pools without an exponent: a feature map (N, C, H, W) becomes (N, out_features).
+
+The GeM family lives in ``gem_pools`` and the attention pool in ``attention``; all of them
+register in ``GLOBAL_POOLS``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from pooling_lab.pooling.base import Pool
-from pooling_lab.pooling.functional import avg_pool, gem, max_pool
+from pooling_lab.pooling.functional import avg_pool, lse_pool, max_pool
 from pooling_lab.registry import Registry
 
 GLOBAL_POOLS = Registry("pool", context=("channels",))
@@ -22,7 +26,7 @@ class AvgPool(Pool):
     def __init__(self, channels: int):
         super().__init__()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
         return avg_pool(x)
 
 
@@ -33,56 +37,106 @@ class MaxPool(Pool):
     def __init__(self, channels: int):
         super().__init__()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
         return max_pool(x)
 
 
-@GLOBAL_POOLS.register("gem")
-class GeM(Pool):
-    """Generalised-mean pooling, f_k = (mean x^p)^(1/p) (Radenovic et al., TPAMI 2018).
+@GLOBAL_POOLS.register("avgmax")
+class AvgMaxPool(Pool):
+    """Mean of average and max pooling: f_k = (mean x_k + max x_k) / 2."""
 
-    p = 1 is average pooling and p -> inf max pooling.  ``mode`` chooses one ``shared`` p or one
-    p ``per_channel``; ``learnable: false`` keeps p as a fixed buffer.
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (avg_pool(x) + max_pool(x))
+
+
+@GLOBAL_POOLS.register("catavgmax")
+class CatAvgMaxPool(Pool):
+    """Average and max pooling side by side: f = [mean x; max x], width 2C."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def out_features(self, channels: int) -> int:
+        return 2 * channels
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([avg_pool(x), max_pool(x)], dim=1)
+
+
+@GLOBAL_POOLS.register("lse")
+class LSEPool(Pool):
+    """Log-sum-exp pooling, f_k = (1/r) log(mean exp(r x_k)) (Pinheiro & Collobert, "From
+    Image-level to Pixel-level Labeling with Convolutional Networks", CVPR 2015).
+
+    The sharpness r > 0 (stored as log r) moves f from the mean (r -> 0) to the max (r -> inf).
     """
 
     def __init__(
         self,
         channels: int,
-        p: Annotated[float, Field(gt=0, description="initial exponent")] = 3.0,
+        r: Annotated[float, Field(gt=0, description="initial sharpness")] = 1.0,
         learnable: bool = True,
-        mode: Literal["shared", "per_channel"] = "shared",
-        eps: Annotated[float, Field(gt=0, lt=1, description="clamp floor of the input")] = 1e-6,
     ):
         super().__init__()
-        if p <= eps:
-            raise ValueError(f"p={p} must exceed eps={eps}")
-        self.eps = eps
-        self.mode = mode
-        initial = torch.full((channels if mode == "per_channel" else 1,), float(p))
-        if learnable:
-            self.p = nn.Parameter(initial)
-        else:
-            self.register_buffer("p", initial)
+        self.declare("r", r, 1, "log", learnable)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return gem(x, self.p if self.mode == "per_channel" else self.p[0], self.eps)
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return lse_pool(x, self.effective("r")[0])
+
+
+@GLOBAL_POOLS.register("mixed")
+class MixedPool(Pool):
+    """Mixed max-average pooling, f = alpha max x + (1 - alpha) mean x with one learnable
+    alpha = sigmoid(a) in [0, 1] (Lee, Gallagher & Tu, "Generalizing Pooling Functions in
+    CNNs: Mixed, Gated, and Tree", AISTATS 2016)."""
+
+    def __init__(
+        self,
+        channels: int,
+        alpha: Annotated[float, Field(ge=0, le=1, description="initial weight of max pooling")] = 0.5,
+        learnable: bool = True,
+    ):
+        super().__init__()
+        self.declare("alpha", alpha, 1, "sigmoid", learnable)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(avg_pool(x), max_pool(x), self.effective("alpha")[0])
+
+
+@GLOBAL_POOLS.register("gated")
+class GatedPool(Pool):
+    """Gated max-average pooling, f_k = alpha_k max x_k + (1 - alpha_k) mean x_k with the gate
+    computed from the input, alpha_k = sigmoid(w_k1 mean x_k + w_k2 max x_k + b_k) (after Lee,
+    Gallagher & Tu, "Generalizing Pooling Functions in CNNs: Mixed, Gated, and Tree", AISTATS
+    2016; their gate reads the pooling region, which has no fixed size for a global pool, so
+    this one reads the region's two statistics).
+
+    The gate starts at 0.5 (zero weights): average-max pooling.  It traces its weights and the
+    gate value per channel, averaged over the last batch (grad column: the gate bias); the
+    weights are ordinary network weights, so the optimiser's base group trains them.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gate_weight = nn.Parameter(torch.zeros(channels, 2))
+        self.gate_bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("last_alpha", torch.full((channels,), 0.5), persistent=False)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        mean, peak = avg_pool(x), max_pool(x)
+        weight = self.gate_weight
+        alpha = torch.sigmoid(mean * weight[:, 0] + peak * weight[:, 1] + self.gate_bias)
+        self.last_alpha = alpha.detach().mean(dim=0)
+        return torch.lerp(mean, peak, alpha)
 
     def traced(self) -> dict[str, tuple[torch.Tensor, nn.Parameter]]:
-        if not isinstance(self.p, nn.Parameter):
-            return {}
-        value = self.p.detach()
-        return {"p": (value[0] if self.mode == "shared" else value, self.p)}
+        return {
+            "gate_weight": (self.gate_weight.detach().flatten(), self.gate_weight),
+            "alpha": (self.last_alpha, self.gate_bias),
+        }
 
-    def clamp_exponents_(self, low: float | None, high: float | None) -> None:
-        if isinstance(self.p, nn.Parameter) and (low is not None or high is not None):
-            with torch.no_grad():
-                self.p.clamp_(min=low, max=high)
-
-    def extra_repr(self) -> str:
-        values = self.p.detach()
-        shown = f"{values[0].item():.4f}" if self.mode == "shared" else (
-            f"mean={values.mean().item():.4f}, range=[{values.min().item():.3f}, {values.max().item():.3f}]"
-        )
-        kind = "learnable" if isinstance(self.p, nn.Parameter) else "fixed"
-        return f"p={shown}, mode={self.mode}, {kind}, eps={self.eps:g}"
+    def group_parameters(self) -> list[nn.Parameter]:
+        return []

@@ -21,7 +21,7 @@ from pooling_lab import atomic, results
 from pooling_lab.config import RunSpec
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
-from pooling_lab.evaluate import accuracy
+from pooling_lab.evaluate import SplitPass, accuracy_of, best_p, probe, split_metrics
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.context import Compute, compute_for
@@ -147,7 +147,7 @@ class Trainer:
         resumed = self.resume()
         if not resumed:
             self.recorder.capture(0, 0.0, with_grad=False)
-        status = results.update_status(
+        results.update_status(
             self.files, status="running", run_id=self.spec.run_id, device=str(self.compute.device),
             started=results.now(), resumed_from_step=self.step if resumed else None, error=None,
         )
@@ -155,6 +155,7 @@ class Trainer:
         try:
             while self.epoch < self.config.train.epochs:
                 self._train_epoch()
+            status = self._finish()
         except Diverged as error:
             self._save_records()
             status = results.update_status(self.files, status="diverged", error=str(error), **self._summary())
@@ -169,8 +170,6 @@ class Trainer:
                 self.files, status="failed", error=f"{type(error).__name__}: {error}",
                 traceback=self.files.traceback.name, **self._summary(),
             )
-        else:
-            status = results.update_status(self.files, status="done", finished=results.now(), **self._summary())
         self.progress.run_finished(self.spec, status)
         return status
 
@@ -216,13 +215,48 @@ class Trainer:
             self._append_metrics(train_loss, train_accuracy, float("nan"), float("nan"), p)
             where = f"step {first_nonfinite}" if first_nonfinite >= 0 else f"epoch {self.epoch}"
             raise Diverged(f"non-finite {'loss' if first_nonfinite >= 0 else 'pooling parameter'} at {where}")
-        val = accuracy(self.model, self.val_batches, self.compute.autocast()) if self.val_batches else float("nan")
-        test = accuracy(self.model, self.test_batches, self.compute.autocast())
+        val = self._accuracy(self.val_batches)
+        test = self._accuracy(self.test_batches)
         row = self._append_metrics(train_loss, train_accuracy, val, test, p)
         self._save_records()
         atomic.save_torch(self.files.checkpoint, self.state())
         results.update_status(self.files, status="running", epoch=self.epoch, step=self.step)
         self.progress.epoch_done(row)
+
+    def _accuracy(self, batches: BatchLoader | None) -> float:
+        if batches is None:
+            return float("nan")
+        return accuracy_of(SplitPass(self.model, batches, self.compute.autocast()).outputs())
+
+    def _finish(self) -> dict[str, Any]:
+        """Final evaluation: the metrics on val and test, and the test-time p probe.  A failure
+        here marks the run failed but keeps the trained model and its records."""
+        self._write_final_params()
+        evaluation = self.config.eval
+        probing = bool(evaluation.probe_p)
+        final: dict[str, Any] = {}
+        test = SplitPass(self.model, self.test_batches, self.compute.autocast(), keep_maps=probing)
+        final |= {f"test_{k}": v for k, v in split_metrics(test.outputs(), evaluation.metrics).items()}
+        if self.val_batches is not None:
+            val = SplitPass(self.model, self.val_batches, self.compute.autocast(), keep_maps=probing)
+            final |= {f"val_{k}": v for k, v in split_metrics(val.outputs(), evaluation.metrics).items()}
+            if probing:
+                table = probe(val, evaluation.probe_p, evaluation.metrics)
+                results.write_csv(self.files.probe, table)
+                final["p_opt"] = p_opt = best_p(table)
+                at_opt = probe(test, [p_opt], evaluation.metrics).iloc[0]
+                final |= {f"test_{k}_at_p_opt": float(at_opt[k]) for k in evaluation.metrics}
+        return results.update_status(self.files, status="done", finished=results.now(), **(self._summary() | final))
+
+    def _write_final_params(self) -> None:
+        """Every element of every traced pooling parameter at the end (per-channel p histograms)."""
+        rows = [
+            {"module": module, "param": name, "index": index, "value": value}
+            for module, pool in self.model.pools()
+            for name, (tensor, _) in pool.traced().items()
+            for index, value in enumerate(tensor.float().flatten().tolist())
+        ]
+        results.write_csv(self.files.final_params, pd.DataFrame(rows, columns=results.FINAL_PARAM_COLUMNS))
 
     def _append_metrics(self, train_loss: float, train_accuracy: float, val: float, test: float, p: float) -> dict:
         row = {

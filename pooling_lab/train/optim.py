@@ -17,10 +17,12 @@ BASE_GROUP, POOL_GROUP = "base", "pool"
 
 
 def pooling_parameters(model: Classifier) -> list[nn.Parameter]:
-    """The learnable parameters that belong to pooling modules (p, and friends)."""
+    """The parameters of the pooling group: what each pool declares in ``group_parameters``
+    (p, r, alpha ...; a pool's ordinary network weights such as attention projections stay
+    in the base group)."""
     seen: dict[int, nn.Parameter] = {}
     for _, pool in model.pools():
-        for parameter in pool.parameters():
+        for parameter in pool.group_parameters():
             if parameter.requires_grad:
                 seen[id(parameter)] = parameter
     return list(seen.values())

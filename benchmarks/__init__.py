@@ -1,0 +1,1 @@
+"""Speed measurements (ratios, not timed tests); each module has run(quick) and main()."""

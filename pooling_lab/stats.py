@@ -1,0 +1,166 @@
+"""Drift statistics: how far the learned p lies from the best test-time p, per swept value.
+
+Per run, ``drift = p_learned - p_opt`` (p_learned: the trained p, the mean over channels when
+per-channel; p_opt: the probe's best p on the validation split).  Per swept value the mean over
+seeds gets a 95% percentile-bootstrap interval (resampling the seeds; with three seeds such an
+interval is coarse, and the tables say how many seeds stand behind each mean).  Across runs, the
+Spearman correlation between the swept value and |drift| gets a bootstrap interval (resampling
+runs) and a two-sided permutation p-value.  Everything is seeded, so a report is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pooling_lab import atomic, results
+from pooling_lab.errors import UserError
+
+RESAMPLES = 4000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Correlation:
+    rho: float
+    low: float
+    high: float
+    p_value: float
+    runs: int
+
+
+def bootstrap_mean(values: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Interval:
+    """Mean with a percentile-bootstrap interval at ``LEVEL``."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(resamples, values.size), replace=True).mean(axis=1)
+    tail = (1 - LEVEL) / 2 * 100
+    return Interval(float(values.mean()), *map(float, np.percentile(means, [tail, 100 - tail])))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks with ties given their average rank (axis -1)."""
+    return pd.DataFrame(np.atleast_2d(values)).rank(axis=1, method="average").to_numpy()
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of x and y along the last axis (rows are independent samples); NaN where
+    either side is constant."""
+    rx, ry = _ranks(x), _ranks(y)
+    rx = rx - rx.mean(axis=1, keepdims=True)
+    ry = ry - ry.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (rx * ry).sum(axis=1) / denominator, np.nan)
+
+
+def spearman_test(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Correlation:
+    """rho, its bootstrap interval (pairs resampled) and the permutation p-value (two-sided)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3:
+        return Correlation(math.nan, math.nan, math.nan, math.nan, int(x.size))
+    rho = float(spearman(x, y)[0])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, x.size, size=(resamples, x.size))
+    boot = spearman(x[picks], y[picks])
+    boot = boot[np.isfinite(boot)]
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail]) if boot.size else (math.nan, math.nan)
+    shuffled = np.array([rng.permutation(y) for _ in range(resamples)])
+    null = spearman(np.broadcast_to(x, shuffled.shape), shuffled)
+    extreme = np.sum(np.abs(null) >= abs(rho) - 1e-12)
+    return Correlation(rho, float(low), float(high), float((extreme + 1) / (resamples + 1)), int(x.size))
+
+
+def drift_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs that were probed, with ``drift`` and ``abs_drift`` columns."""
+    probed = runs[(runs["status"] == "done") & runs.get("p_opt", pd.Series(np.nan, index=runs.index)).notna()]
+    probed = probed[probed["p_final"].notna()].copy()
+    probed["drift"] = probed["p_final"] - probed["p_opt"]
+    probed["abs_drift"] = probed["drift"].abs()
+    return probed
+
+
+def drift_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per value of ``key``: seeds, and mean [95% CI] of learned p, p_opt, drift and |drift|."""
+    rows = []
+    for value, group in drift_runs(runs).groupby(key, sort=True):
+        row = {key: value, "seeds": len(group)}
+        for column in ("p_final", "p_opt", "drift", "abs_drift", "test_map", "test_map_at_p_opt"):
+            if column in group:
+                interval = bootstrap_mean(group[column].to_numpy())
+                row |= {column: interval.estimate, f"{column}_low": interval.low, f"{column}_high": interval.high}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def default_key(loaded: results.Results) -> str:
+    """The first numeric swept key (e.g. ``head.margin``)."""
+    for key in loaded.swept:
+        if pd.api.types.is_numeric_dtype(loaded.runs[key]):
+            return key
+    raise UserError("no numeric swept key to relate the drift to; name one with --by", source=str(loaded.path))
+
+
+def write_drift_report(loaded: results.Results, key: str | None = None) -> tuple[Path, Path]:
+    """drift.csv (one row per value of ``key``) and drift.md (the table and the correlation)."""
+    key = key or default_key(loaded)
+    if key not in loaded.runs:
+        raise UserError(f"{key!r} is not a swept key; swept: {', '.join(loaded.swept) or 'none'}", field="--by")
+    table = drift_table(loaded.runs, key)
+    if table.empty:
+        raise UserError("no finished run has p_opt: set eval.probe_p and run (or `pooling-lab probe`)",
+                        source=str(loaded.path))
+    probed = drift_runs(loaded.runs)
+    correlation = spearman_test(probed[key].to_numpy(float), probed["abs_drift"].to_numpy())
+    csv_path, md_path = loaded.path / "drift.csv", loaded.path / "drift.md"
+    results.write_csv(csv_path, table)
+    atomic.write_text(md_path, drift_markdown(table, key, correlation))
+    return csv_path, md_path
+
+
+def _cell(table: pd.DataFrame, row: pd.Series, column: str) -> str:
+    if column not in table:
+        return "-"
+    return f"{row[column]:.3f} [{row[f'{column}_low']:.3f}, {row[f'{column}_high']:.3f}]"
+
+
+def drift_markdown(table: pd.DataFrame, key: str, correlation: Correlation) -> str:
+    columns = [("p_final", "learned p"), ("p_opt", "p_opt"), ("drift", "drift"), ("abs_drift", "|drift|"),
+               ("test_map", "test mAP (learned p)"), ("test_map_at_p_opt", "test mAP (p_opt)")]
+    columns = [(c, label) for c, label in columns if c in table]
+    lines = [
+        f"# p drift by {key}",
+        "",
+        "Mean over seeds with a 95% percentile-bootstrap interval; drift = learned p - p_opt.",
+        "",
+        "| " + " | ".join([key, "seeds", *[label for _, label in columns]]) + " |",
+        "|" + "---|" * (2 + len(columns)),
+    ]
+    for _, row in table.iterrows():
+        cells = [f"{row[key]:g}", str(int(row["seeds"]))] + [_cell(table, row, c) for c, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Spearman correlation of {key} with |drift| over {correlation.runs} runs: "
+        f"rho = {correlation.rho:.3f}, 95% bootstrap interval [{correlation.low:.3f}, {correlation.high:.3f}], "
+        f"permutation p = {correlation.p_value:.4f}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Retrieval metrics against a brute-force computation, and the probe against the evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pooling_lab import evaluate
+from pooling_lab.config import ExperimentConfig
+from pooling_lab.data import BatchLoader, Split
+from pooling_lab.models import build_model
+
+
+def brute_force_ap(similarity: np.ndarray, labels: np.ndarray) -> tuple[list[float], list[list[bool]]]:
+    """Per query: AP over the ranking of all others (ties broken by index), and the relevance
+    list in ranked order; plain Python over a given similarity matrix."""
+    aps, rankings = [], []
+    for q in range(len(labels)):
+        others = [i for i in range(len(labels)) if i != q]
+        scored = sorted(others, key=lambda i: (-similarity[q, i], i))
+        relevant = [bool(labels[i] == labels[q]) for i in scored]
+        rankings.append(relevant)
+        if not any(relevant):
+            aps.append(float("nan"))
+            continue
+        hits, precisions = 0, []
+        for rank, rel in enumerate(relevant, start=1):
+            if rel:
+                hits += 1
+                precisions.append(hits / rank)
+        aps.append(sum(precisions) / hits)
+    return aps, rankings
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_map_and_recall_match_brute_force(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluate, "QUERY_CHUNK", 7)  # several chunks, the last one short
+    rng = np.random.default_rng(seed)
+    # 40 items drawn from 6 distinct vectors: exactly equal similarities are common
+    embeddings = rng.normal(size=(6, 3))[rng.integers(0, 6, size=40)]
+    labels = rng.integers(0, 5, size=40)
+    labels[0] = 9  # a class of one: that query has nothing to find and is left out
+    # the ranking and AP logic is under test, so the similarities come from the same normalisation
+    unit = torch.nn.functional.normalize(torch.tensor(embeddings), dim=1)
+    similarity = np.round((unit @ unit.T).numpy() / evaluate.TIE_RESOLUTION)
+    aps, rankings = brute_force_ap(similarity, labels)
+    expected_map = np.nanmean(aps)
+    tensors = torch.tensor(embeddings), torch.tensor(labels)
+    assert evaluate.retrieval_map(*tensors) == pytest.approx(expected_map, abs=1e-12)
+    for k in (1, 3, 10):
+        valid = [r for r in rankings if any(r)]
+        expected = np.mean([any(r[:k]) for r in valid])
+        assert evaluate.recall_at_k(*tensors, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_perfect_embedding_scores_one() -> None:
+    labels = torch.arange(30) % 3
+    embeddings = torch.nn.functional.one_hot(labels, 3).float() + 0.01 * torch.randn(30, 3)
+    assert evaluate.retrieval_map(embeddings, labels) == pytest.approx(1.0)
+    assert evaluate.recall_at_k(embeddings, labels, 1) == pytest.approx(1.0)
+
+
+def test_best_p_prefers_map_then_smaller_p() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"p": [4.0, 1.0, 2.0], "accuracy": [0.9, 0.1, 0.2], "map": [0.5, 0.3, 0.5]})
+    assert evaluate.best_p(table) == 2.0
+    assert evaluate.best_p(table.drop(columns="map")) == 4.0
+
+
+def test_probe_at_the_learned_p_reproduces_the_evaluation() -> None:
+    torch.manual_seed(0)
+    config = ExperimentConfig.model_validate({
+        "name": "t", "data": {"dataset": "synthetic"},
+        "model": {"backbone": {"name": "small_cnn", "width": 8, "depth": 2}, "pool": {"name": "gem", "p": 2.7},
+                  "embedding_dim": 16},
+        "head": {"name": "arcface"},
+    })
+    model = build_model(config, in_channels=3, num_classes=4)
+    with torch.no_grad():
+        model.pool.p.fill_(3.37)
+    images = torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8)
+    split = Split(images, torch.arange(50) % 4)
+    batches = BatchLoader(split, 16, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3)
+    metrics = ["accuracy", "map", "recall@1"]
+    own = evaluate.split_metrics(evaluate.SplitPass(model, batches).outputs(), metrics)
+    table = evaluate.probe(evaluate.SplitPass(model, batches, keep_maps=True), [1.0, 3.37, 8.0], metrics)
+    at_learned = table.set_index("p").loc[3.37]
+    for metric in metrics:
+        assert at_learned[metric] == pytest.approx(own[metric], abs=1e-6)
+    assert not np.isclose(table.set_index("p").loc[1.0, "map"], own["map"])

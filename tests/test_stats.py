@@ -1,0 +1,68 @@
+"""Drift statistics on inputs with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pooling_lab import stats
+
+
+def test_perfectly_monotone_gives_rho_one() -> None:
+    x = np.linspace(0, 0.5, 12)
+    result = stats.spearman_test(x, np.exp(3 * x))
+    assert result.rho == pytest.approx(1.0)
+    assert result.low == pytest.approx(1.0) and result.high == pytest.approx(1.0)
+    # every permutation but the identity has a smaller rho: p = (1 + hits) / (1 + resamples)
+    assert result.p_value < 0.01
+
+
+def test_decreasing_gives_rho_minus_one() -> None:
+    x = np.arange(8.0)
+    assert stats.spearman_test(x, -x).rho == pytest.approx(-1.0)
+
+
+def test_shuffled_interval_covers_zero() -> None:
+    rng = np.random.default_rng(7)
+    x = np.repeat(np.linspace(0, 0.5, 6), 3)
+    y = rng.normal(size=x.size)
+    result = stats.spearman_test(x, y)
+    assert result.low < 0 < result.high
+    assert result.p_value > 0.05
+
+
+def test_spearman_matches_pearson_of_average_ranks() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, size=30).astype(float)  # many ties
+    y = rng.normal(size=30)
+    rx = pd.Series(x).rank(method="average").to_numpy()
+    ry = pd.Series(y).rank(method="average").to_numpy()
+    assert stats.spearman(x, y)[0] == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+
+
+def test_bootstrap_mean_interval_brackets_the_mean_and_is_seeded() -> None:
+    values = np.array([2.0, 3.0, 7.0])
+    first = stats.bootstrap_mean(values, seed=1)
+    assert first.estimate == pytest.approx(4.0)
+    assert 2.0 <= first.low <= 4.0 <= first.high <= 7.0
+    assert first == stats.bootstrap_mean(values, seed=1)
+    constant = stats.bootstrap_mean(np.array([5.0, 5.0, 5.0]))
+    assert (constant.low, constant.high) == (5.0, 5.0)
+
+
+def test_drift_table_groups_by_swept_value() -> None:
+    runs = pd.DataFrame({
+        "run_id": list("abcdef"),
+        "head.margin": [0.0, 0.0, 0.0, 0.5, 0.5, 0.5],
+        "seed": [0, 1, 2, 0, 1, 2],
+        "status": ["done"] * 5 + ["diverged"],
+        "p_final": [3.0, 3.2, 3.4, 1.0, 1.2, np.nan],
+        "p_opt": [4.0, 4.0, 4.0, 4.0, 5.0, 4.0],
+    })
+    table = stats.drift_table(runs, "head.margin").set_index("head.margin")
+    assert table.loc[0.0, "seeds"] == 3 and table.loc[0.5, "seeds"] == 2  # the diverged run is left out
+    assert table.loc[0.0, "drift"] == pytest.approx(-0.8)
+    assert table.loc[0.5, "drift"] == pytest.approx(((1.0 - 4.0) + (1.2 - 5.0)) / 2)
+    assert table.loc[0.5, "abs_drift"] == pytest.approx(3.4)
+    assert table.loc[0.0, "drift_low"] <= -0.8 <= table.loc[0.0, "drift_high"]
