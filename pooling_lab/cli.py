@@ -128,6 +128,95 @@ def plot(
         console.print(str(path))
 
 
+@app.command()
+def probe(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's directory (it needs checkpoint.pt).")],
+    p: Annotated[str, typer.Option("--p", help="Test-time p values: start:stop:step (stop included) or a comma list.")] = "1:8:0.25",
+    debug: Debug = False,
+) -> None:
+    """Evaluate a trained run with its GeM p replaced by each value; rewrite probe.csv and p_opt."""
+    from pooling_lab.reprobe import parse_p_values, reprobe
+
+    with user_errors(debug):
+        status = reprobe(run_dir, parse_p_values(p))
+    console.print(
+        f"p_opt = {status['p_opt']:g} (learned p = {status['p_final']:.4g}); "
+        f"test mAP {status.get('test_map', float('nan')):.4f} at the learned p, "
+        f"{status.get('test_map_at_p_opt', float('nan')):.4f} at p_opt; wrote {run_dir / 'probe.csv'}"
+    )
+
+
+@app.command()
+def stats(
+    results_dir: Annotated[Path, typer.Argument(help="An experiment's results directory.")],
+    by: Annotated[str | None, typer.Option("--by", help="Swept key to group by [default: the first numeric one].")] = None,
+    debug: Debug = False,
+) -> None:
+    """Drift statistics (learned p - p_opt) per swept value, with bootstrap intervals and the
+    Spearman correlation of the swept value with |drift|; writes drift.csv and drift.md."""
+    from pooling_lab import results
+    from pooling_lab.stats import write_drift_report
+
+    with user_errors(debug):
+        csv_path, md_path = write_drift_report(results.load(results_dir), by)
+    console.print(md_path.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {csv_path} and {md_path}")
+
+
+catalogue = typer.Typer(help="List what can be named in an experiment file.", no_args_is_help=True)
+app.add_typer(catalogue, name="list")
+
+
+@catalogue.command("pools")
+def list_pools() -> None:
+    """Global and local pools: name, kind, learnable parameters and defaults."""
+    from rich.table import Table
+
+    from pooling_lab.pooling import GLOBAL_POOLS
+    from pooling_lab.pooling.local_pools import LOCAL_POOLS
+    from pooling_lab.registry import describe_defaults
+
+    table = Table(title="pools (model.pool: global; model.local_pool: local)")
+    for column in ("name", "kind", "learnable", "defaults", "what"):
+        table.add_column(column)
+    for kind, registry in (("global", GLOBAL_POOLS), ("local", LOCAL_POOLS)):
+        for entry in registry.entries():
+            learnable = ", ".join(registry.build(entry.name, channels=8).traced()) or "-"
+            defaults = ", ".join(f"{k}={v}" for k, v in describe_defaults(entry).items()) or "-"
+            table.add_row(entry.name, kind, learnable, escape(defaults), escape(entry.summary))
+    console.print(table)
+
+
+@catalogue.command("heads")
+def list_heads() -> None:
+    """Classification heads and their defaults."""
+    from pooling_lab.heads import HEADS
+
+    _print_registry("heads (head:)", HEADS)
+
+
+@catalogue.command("backbones")
+def list_backbones() -> None:
+    """Backbones and their defaults."""
+    from pooling_lab.models import BACKBONES
+
+    _print_registry("backbones (model.backbone:)", BACKBONES)
+
+
+def _print_registry(title: str, registry: Any) -> None:
+    from rich.table import Table
+
+    from pooling_lab.registry import describe_defaults
+
+    table = Table(title=title)
+    for column in ("name", "defaults", "what"):
+        table.add_column(column)
+    for entry in registry.entries():
+        defaults = ", ".join(f"{k}={v}" for k, v in describe_defaults(entry).items()) or "-"
+        table.add_row(entry.name, escape(defaults), escape(entry.summary))
+    console.print(table)
+
+
 def main() -> None:
     app(prog_name="pooling-lab")
 

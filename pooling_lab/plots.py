@@ -667,7 +667,7 @@ def p_histograms_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
     bins = np.histogram_bin_edges(vectors["value"], bins=HIST_BINS)
     fig, axes = _new_figure(len(panels), layout)
     for ax, (colour, label, done, name, values) in zip(axes, panels, strict=True):
-        ax.hist(values, bins=bins, color=colour, histtype="stepfilled" if done else "step")
+        ax.hist(values, bins=bins, color=colour, histtype="bar" if done else "step")
         ax.axvline(values.mean(), color="black", linestyle="--", linewidth=1, label="mean")
         ax.set_xlim(bins[0], bins[-1])
         ax.set_title(f"{label}\n{name}" if several else label)

@@ -37,8 +37,8 @@ class Registry:
         def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            doc = inspect.getdoc(factory) or ""
-            summary = doc.splitlines()[0] if doc else ""
+            first_paragraph = (inspect.getdoc(factory) or "").split("\n\n")[0]
+            summary = " ".join(first_paragraph.split())
             self._entries[name] = Entry(name, factory, self._spec_model(name, factory), summary)
             return factory
 

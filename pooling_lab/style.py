@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 OKABE_ITO = (
@@ -95,19 +95,20 @@ def colour_span(
     return min(low, *values), max(high, *values)
 
 
-def sequential_colour(value: float, span: tuple[float, float]) -> tuple[float, ...]:
+def sequential_colour(value: float, span: tuple[float, float]) -> str:
+    """The viridis colour (as hex) of ``value`` at its place in ``span``."""
     low, high = span
     fraction = (value - low) / (high - low) if high > low else 0.0
     start, stop = SEQUENTIAL_SPAN
-    return colormaps[SEQUENTIAL_MAP](start + fraction * (stop - start))
+    return to_hex(colormaps[SEQUENTIAL_MAP](start + fraction * (stop - start)))
 
 
-def category_colours(texts: Sequence[str]) -> dict[str, Any]:
+def category_colours(texts: Sequence[str]) -> dict[str, str]:
     """Colour per text: the fixed colour of a well-known name, else the next free Okabe-Ito
     colour in the given order; a larger palette (by position) when there are more than eight."""
     if len(texts) > len(OKABE_ITO):
         cmap = colormaps[LARGE_PALETTE]
-        return {text: cmap(index % cmap.N) for index, text in enumerate(texts)}
+        return {text: to_hex(cmap(index % cmap.N)) for index, text in enumerate(texts)}
     fixed = {text: CATEGORY_COLOURS[text] for text in texts if text in CATEGORY_COLOURS}
     taken = set(fixed.values())
     free = iter(colour for colour in OKABE_ITO if colour not in taken)

@@ -59,6 +59,31 @@ def test_pool_group_holds_exactly_p(mode, lr_mult, name):
     assert set(grouped) == {id(p) for p in trainable}
 
 
+@pytest.mark.parametrize(
+    ("pool", "in_pool_group"),
+    [
+        ({"name": "gem", "param": "softplus"}, ["p_raw"]),
+        ({"name": "rgem"}, ["p", "p_local"]),
+        ({"name": "lse"}, ["r_raw"]),
+        ({"name": "mixed"}, ["alpha_raw"]),
+        ({"name": "wgem"}, ["p"]),  # the mask is a weight map: base group
+        ({"name": "agem"}, ["p"]),  # the attention convolution: base group
+        ({"name": "gated"}, []),  # the gate is a small layer: base group
+        ({"name": "attention"}, []),
+    ],
+)
+def test_pool_group_holds_only_pooling_parameters(pool, in_pool_group):
+    """Exponents, sharpness and blend weights get the pooling group; a pool's ordinary network
+    weights stay in the base group with the rest of the model."""
+    model, config = make_model(pool, {"lr": 0.05, "weight_decay": 1e-3})
+    groups = groups_by_name(build_optimizer(model, config))
+    expected = [getattr(model.pool, name) for name in in_pool_group]
+    assert [id(p) for p in groups.get(POOL_GROUP, {"params": []})["params"]] == [id(p) for p in expected]
+    base_ids = {id(p) for p in groups[BASE_GROUP]["params"]}
+    others = [p for name, p in model.pool.named_parameters() if name not in in_pool_group]
+    assert all(id(p) in base_ids for p in others)
+
+
 def test_fixed_pool_has_no_pool_group():
     model, config = make_model({"name": "gem", "learnable": False})
     optimizer = build_optimizer(model, config)

@@ -1,4 +1,5 @@
-"""Tests for pooling_lab.plots: aggregation over seeds, colours, labels, and the written files."""
+"""Tests for pooling_lab.plots: aggregation over seeds, colours, labels, the numbers each figure
+draws (against hand-computed aggregates), and the written files."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.colors import to_rgb
+from matplotlib import colormaps
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_hex, to_rgb
 
-from pooling_lab import plots
+from pooling_lab import plots, style
 
 MARGINS = (0.0, 2.0, 10.0)  # numeric order differs from text order ("10" < "2")
 SEEDS = (0, 1)
 STEPS = (0, 10, 20)
 EPOCHS = (1, 2)
+PROBE_P = (1.0, 2.0, 4.0, 8.0, 16.0)  # spans 16x: a log axis
+CHANNEL_OFFSETS = (-0.3, -0.1, 0.1, 0.3)
 PER_CHANNEL_STATS = ("mean", "std", "min", "q05", "q25", "q50", "q75", "q95", "max")
 
 
@@ -26,31 +31,59 @@ def p_value(margin: float, seed: int, step: int) -> float:
     return 3.0 - margin * step / 100 + 0.1 * seed
 
 
-def make_runs(statuses: dict[str, str] | None = None) -> pd.DataFrame:
+def p_final(margin: float, seed: int) -> float:
+    return p_value(margin, seed, STEPS[-1])
+
+
+def p_opt(margin: float, seed: int) -> float:
+    return 4.0 + 0.1 * margin + 0.5 * seed
+
+
+def final_accuracy(margin: float, seed: int) -> float:
+    return 0.9 - 0.01 * margin + 0.001 * seed
+
+
+def final_map(margin: float, seed: int) -> float:
+    return 0.6 - 0.02 * margin + 0.003 * seed
+
+
+def probe_map(margin: float, seed: int, p: float) -> float:
+    return 0.5 + 0.01 * seed - 0.001 * margin * p
+
+
+def probe_accuracy(margin: float, seed: int, p: float) -> float:
+    return 0.8 + 0.02 * seed - 0.002 * p + 0.001 * margin
+
+
+def make_runs(
+    statuses: dict[str, str] | None = None, margins: tuple[float, ...] = MARGINS
+) -> pd.DataFrame:
     statuses = statuses or {}
     rows = []
-    for margin in MARGINS:
+    for margin in margins:
         for seed in SEEDS:
             rid = run_id(margin, seed)
             rows.append(
                 {
                     "run_id": rid,
-                    "run_dir": f"results/exp/{rid}",
+                    "run_dir": rid,
                     "head.margin": margin,
                     "seed": seed,
                     "status": statuses.get(rid, "done"),
-                    "p_final": p_value(margin, seed, STEPS[-1]),
-                    "test_accuracy": 0.9 - 0.01 * margin + 0.001 * seed,
+                    "p_final": p_final(margin, seed),
+                    "p_opt": p_opt(margin, seed),
+                    "test_accuracy": final_accuracy(margin, seed),
+                    "test_map": final_map(margin, seed),
                     "val_accuracy": 0.88,
                 }
             )
     return pd.DataFrame(rows)
 
 
-def make_params(per_channel: bool = False) -> pd.DataFrame:
+def make_params(per_channel: bool = False, margins: tuple[float, ...] = MARGINS) -> pd.DataFrame:
     stats = PER_CHANNEL_STATS if per_channel else ("value",)
     rows = []
-    for margin in MARGINS:
+    for margin in margins:
         for seed in SEEDS:
             for step in STEPS:
                 centre = p_value(margin, seed, step)
@@ -71,9 +104,9 @@ def make_params(per_channel: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_metrics() -> pd.DataFrame:
+def make_metrics(margins: tuple[float, ...] = MARGINS) -> pd.DataFrame:
     rows = []
-    for margin in MARGINS:
+    for margin in margins:
         for seed in SEEDS:
             for epoch in EPOCHS:
                 rows.append(
@@ -92,9 +125,57 @@ def make_metrics() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def make_probe(margins: tuple[float, ...] = MARGINS) -> pd.DataFrame:
+    rows = [
+        {
+            "run_id": run_id(margin, seed),
+            "p": p,
+            "accuracy": probe_accuracy(margin, seed, p),
+            "map": probe_map(margin, seed, p),
+            "recall@1": 0.7,
+        }
+        for margin in margins
+        for seed in SEEDS
+        for p in PROBE_P
+    ]
+    return pd.DataFrame(rows)
+
+
+def make_final_params(per_channel: bool, margins: tuple[float, ...] = MARGINS) -> pd.DataFrame:
+    offsets = CHANNEL_OFFSETS if per_channel else (0.0,)
+    rows = [
+        {
+            "run_id": run_id(margin, seed),
+            "module": "pool",
+            "param": "p",
+            "index": index,
+            "value": p_final(margin, seed) + offset,
+        }
+        for margin in margins
+        for seed in SEEDS
+        for index, offset in enumerate(offsets)
+    ]
+    return pd.DataFrame(rows)
+
+
+def make_data(statuses: dict[str, str] | None = None, per_channel: bool = False) -> plots.SweepData:
+    return plots.SweepData(
+        runs=make_runs(statuses),
+        swept=["head.margin"],
+        metrics=make_metrics(),
+        params=make_params(per_channel),
+        probe=make_probe(),
+        final_params=make_final_params(per_channel),
+    )
+
+
 def luminance(colour) -> float:
     red, green, blue = to_rgb(colour)
     return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def label(margin: float) -> str:
+    return f"head.margin={margin:g}"
 
 
 def assert_figure_files(paths, out_dir, names) -> None:
@@ -109,16 +190,21 @@ def assert_figure_files(paths, out_dir, names) -> None:
             assert data.startswith(b"%PDF")
 
 
+def legend_labels(fig) -> list[str]:
+    return [text.get_text() for text in fig.legends[0].get_texts()]
+
+
 # --- aggregation ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_p_bands_are_mean_and_min_max_over_seeds(per_channel):
-    bands = plots.p_bands(make_params(per_channel), make_runs(), ["head.margin"])
+    groups = plots.run_groups(make_runs(), ["head.margin"])
+    bands = plots.p_bands(make_params(per_channel), groups)
     assert len(bands) == len(MARGINS) * len(STEPS)
     assert set(bands["stat"]) == {"mean" if per_channel else "value"}
     for margin in MARGINS:
-        rows = bands[bands["config"] == f"head.margin={margin:g}"].set_index("step")
+        rows = bands[bands["config"] == label(margin)].set_index("step")
         for step in STEPS:
             seeds = [p_value(margin, seed, step) for seed in SEEDS]
             assert rows.loc[step, "mean"] == pytest.approx(np.mean(seeds))
@@ -150,14 +236,14 @@ def test_unfinished_runs_form_their_own_labelled_group():
     assert groups.loc["m10-s0", "label"] == "head.margin=10"
     assert groups.loc["m10-s0", "config"] == groups.loc["m10-s1", "config"]
 
-    bands = plots.p_bands(make_params(), runs, ["head.margin"])
+    bands = plots.p_bands(make_params(), groups)
     diverged = bands[bands["label"] == "head.margin=10 (diverged)"]
     assert diverged["mean"].tolist() == pytest.approx([p_value(10.0, 1, s) for s in STEPS])
     finished = bands[bands["label"] == "head.margin=10"]
     assert finished["mean"].tolist() == pytest.approx([p_value(10.0, 0, s) for s in STEPS])
 
 
-def test_labels_of_several_keys_and_of_unhashable_values():
+def test_labels_of_several_keys_of_unhashable_values_and_display_names():
     runs = pd.DataFrame(
         {
             "run_id": ["a", "b"],
@@ -172,6 +258,8 @@ def test_labels_of_several_keys_and_of_unhashable_values():
         "head.name=cosface, model.pool.p={'init': 3} (failed)",
     ]
     assert plots.run_groups(runs, [])["config"].tolist() == [plots.ALL_RUNS] * 2
+    named = plots.run_groups(runs, ["head.name"], {"head.name": "loss"})
+    assert named["config"].tolist() == ["loss=arcface", "loss=cosface"]
 
 
 def test_format_value_is_compact():
@@ -185,29 +273,63 @@ def test_format_value_is_compact():
     ]
 
 
+def test_learned_p_is_the_mean_final_p_per_group():
+    runs = make_runs({"m10-s1": "diverged"})
+    learned = plots.learned_p(runs, plots.run_groups(runs, ["head.margin"]))
+    assert learned[label(2.0)] == pytest.approx(np.mean([p_final(2.0, s) for s in SEEDS]))
+    assert learned["head.margin=10 (diverged)"] == pytest.approx(p_final(10.0, 1))
+
+
 # --- colours -------------------------------------------------------------------------------------
 
 
-def test_numeric_key_colours_follow_the_value_order_and_are_stable():
+def test_numeric_key_colours_follow_the_value_order_and_ignore_row_order():
     runs = make_runs()
     colours = plots.config_colours(runs, ["head.margin"])
-    ordered = [f"head.margin={m:g}" for m in sorted(MARGINS)]
+    ordered = [label(m) for m in sorted(MARGINS)]
     assert list(colours) == ordered
-    lightness = [luminance(colours[label]) for label in ordered]
+    lightness = [luminance(colours[name]) for name in ordered]
     assert lightness == sorted(lightness) and len(set(lightness)) == len(MARGINS)
 
     shuffled = runs.sample(frac=1.0, random_state=3)
     assert plots.config_colours(shuffled, ["head.margin"]) == colours
 
 
-def test_categorical_colours_are_distinct_and_colour_blind_safe():
+def test_a_margin_has_one_colour_whatever_else_was_swept():
+    low = plots.config_colours(make_runs(margins=(0.0, 0.3)), ["head.margin"])
+    high = plots.config_colours(make_runs(margins=(0.1, 0.3, 0.5)), ["head.margin"])
+    alone = plots.config_colours(make_runs(margins=(0.3,)), ["head.margin"])
+    assert low[label(0.3)] == high[label(0.3)] == alone[label(0.3)]
+    # viridis over the declared margin range [0, 0.5]: 0.3 sits at 60% of the used span
+    start, stop = style.SEQUENTIAL_SPAN
+    expected = to_hex(colormaps["viridis"](start + 0.6 * (stop - start)))
+    assert low[label(0.3)] == expected
+    assert low[label(0.0)] != high[label(0.5)]
+
+
+def test_a_range_declared_for_a_key_fixes_its_colours_and_values_outside_widen_it():
+    runs = make_runs(margins=(0.0, 0.3))
+    narrow = plots.config_colours(runs, ["head.margin"], ranges={"head.margin": (0.0, 0.3)})
+    wide = plots.config_colours(runs, ["head.margin"], ranges={"head.margin": (0.0, 1.0)})
+    assert narrow[label(0.3)] != wide[label(0.3)]
+    assert style.colour_span("head.margin", [0.0, 0.7], {"head.margin": (0.0, 0.5)}) == (0.0, 0.7)
+    assert style.colour_span("other", [2.0, 5.0], {}) == (2.0, 5.0)
+
+
+def test_categorical_colours_are_colour_blind_safe_and_fixed_for_known_names():
     runs = pd.DataFrame(
         {"run_id": list("abcd"), "head.name": ["softmax", "arcface", "cosface", "arcface"]}
     )
     colours = plots.config_colours(runs, ["head.name"])
     assert list(colours) == ["head.name=arcface", "head.name=cosface", "head.name=softmax"]
     assert len(set(colours.values())) == 3
-    assert set(colours.values()) <= set(plots.OKABE_ITO)
+    assert set(colours.values()) <= set(style.OKABE_ITO)
+    assert colours["head.name=arcface"] == style.CATEGORY_COLOURS["arcface"]
+    other = pd.DataFrame({"run_id": ["x", "y"], "head.name": ["arcface", "linear"]})
+    assert (
+        plots.config_colours(other, ["head.name"])["head.name=arcface"]
+        == (colours["head.name=arcface"])
+    )
 
 
 def test_many_configurations_fall_back_to_a_larger_palette():
@@ -221,61 +343,229 @@ def test_many_configurations_fall_back_to_a_larger_palette():
 # --- figures -------------------------------------------------------------------------------------
 
 
-def test_trajectory_figure_draws_the_seed_means_and_dashes_unfinished_runs():
-    runs = make_runs({"m10-s1": "diverged"})
-    fig = plots.p_trajectory_figure(make_params(), runs, ["head.margin"], title="drift")
+def lines_by_label(ax) -> dict:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_trajectory_figure_draws_the_seed_means_and_dots_unfinished_runs():
+    data = make_data({"m10-s1": "diverged"})
+    fig = plots.p_trajectory_figure(data, plots.Layout(title="drift"))
     (ax,) = fig.axes
-    lines = {line.get_label(): line for line in ax.get_lines()}
-    mean_line = lines["head.margin=2"]
+    lines = lines_by_label(ax)
+    mean_line = lines[label(2.0)]
     expected = [np.mean([p_value(2.0, seed, step) for seed in SEEDS]) for step in STEPS]
     assert list(mean_line.get_xdata()) == list(STEPS)
     assert list(mean_line.get_ydata()) == pytest.approx(expected)
     assert mean_line.get_linestyle() == "-"
-    assert lines["head.margin=10 (diverged)"].get_linestyle() == "--"
+    assert lines["head.margin=10 (diverged)"].get_linestyle() == ":"
     assert lines["head.margin=10 (diverged)"].get_color() == lines["head.margin=10"].get_color()
     assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "p"
     legend = fig.legends[0]
     assert "head.margin" in legend.get_title().get_text()
     assert "min–max" in legend.get_title().get_text()
-    assert "head.margin=10 (diverged)" in [text.get_text() for text in legend.get_texts()]
+    assert "head.margin=10 (diverged)" in legend_labels(fig)
+
+
+def errorbar_data(container) -> tuple[list, list, list]:
+    line, _, (bars,) = container.lines
+    extents = [(segment[0][1], segment[1][1]) for segment in bars.get_segments()]
+    return list(line.get_xdata()), list(line.get_ydata()), extents
 
 
 def test_p_final_figure_places_numeric_values_and_shows_seed_extremes():
-    fig = plots.p_final_figure(make_runs(), ["head.margin"])
+    fig = plots.p_final_figure(make_data())
     (ax,) = fig.axes
     assert list(ax.get_xticks()) == list(MARGINS)
     (errorbar,) = ax.containers
-    line, _, (bars,) = errorbar.lines
-    finals = [[p_value(m, seed, STEPS[-1]) for seed in SEEDS] for m in MARGINS]
-    assert list(line.get_xdata()) == list(MARGINS)
-    assert list(line.get_ydata()) == pytest.approx([np.mean(f) for f in finals])
-    extents = [(segment[0][1], segment[1][1]) for segment in bars.get_segments()]
+    x, y, extents = errorbar_data(errorbar)
+    finals = [[p_final(m, seed) for seed in SEEDS] for m in MARGINS]
+    assert x == list(MARGINS)
+    assert y == pytest.approx([np.mean(f) for f in finals])
     assert extents == pytest.approx([(min(f), max(f)) for f in finals])
 
 
 def test_p_final_figure_uses_categorical_slots_for_text_values():
     runs = make_runs()
     runs["head.name"] = ["arcface", "arcface", "cosface", "cosface", "softmax", "softmax"]
-    fig = plots.p_final_figure(runs, ["head.name", "head.margin"])
+    fig = plots.p_final_figure(plots.SweepData(runs, ["head.name", "head.margin"]))
     (ax,) = fig.axes
     assert list(ax.get_xticks()) == [0.0, 1.0, 2.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["arcface", "cosface", "softmax"]
 
 
+def test_p_drift_figure_draws_learned_p_and_p_opt_at_the_same_x():
+    fig = plots.p_drift_figure(make_data())
+    (ax,) = fig.axes
+    learned, best = ax.containers
+    finals = [[p_final(m, seed) for seed in SEEDS] for m in MARGINS]
+    optima = [[p_opt(m, seed) for seed in SEEDS] for m in MARGINS]
+    assert errorbar_data(learned) == (
+        list(MARGINS),
+        pytest.approx([np.mean(f) for f in finals]),
+        pytest.approx([(min(f), max(f)) for f in finals]),
+    )
+    assert errorbar_data(best) == (
+        list(MARGINS),
+        pytest.approx([np.mean(o) for o in optima]),
+        pytest.approx([(min(o), max(o)) for o in optima]),
+    )
+    learned_line, best_line = learned.lines[0], best.lines[0]
+    assert (learned_line.get_marker(), learned_line.get_linestyle()) == ("o", "-")
+    assert (best_line.get_marker(), best_line.get_linestyle()) == ("D", "--")
+    dots = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    assert sorted(map(tuple, np.vstack(dots).tolist())) == pytest.approx(
+        sorted((m, value) for m in MARGINS for s in SEEDS for value in (p_final(m, s), p_opt(m, s)))
+    )
+    labels = legend_labels(fig)
+    assert labels == ["learned p", plots.BEST.label, "individual seeds"]
+
+
+def test_p_drift_figure_is_skipped_without_p_opt():
+    data = make_data()
+    no_probe = plots.SweepData(data.runs.assign(p_opt=math.nan), data.swept)
+    assert plots.p_drift_figure(no_probe) is None
+    assert plots.p_drift_figure(plots.SweepData(data.runs.drop(columns="p_opt"), [])) is None
+    assert plots.p_final_figure(no_probe) is not None
+
+
+def test_probe_curves_show_seed_means_with_the_learned_p_starred_on_a_log_axis():
+    fig = plots.probe_curves_figure(make_data())
+    map_ax, accuracy_ax = fig.axes
+    assert map_ax.get_title() == "mAP" and accuracy_ax.get_title() == "accuracy"
+    assert map_ax.get_xscale() == "log"
+    assert list(map_ax.get_xticks()) == list(PROBE_P)
+    for ax, metric in ((map_ax, probe_map), (accuracy_ax, probe_accuracy)):
+        lines = lines_by_label(ax)
+        for margin in MARGINS:
+            curve = [np.mean([metric(margin, s, p) for s in SEEDS]) for p in PROBE_P]
+            assert list(lines[label(margin)].get_xdata()) == list(PROBE_P)
+            assert list(lines[label(margin)].get_ydata()) == pytest.approx(curve)
+        stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+        assert len(stars) == len(MARGINS)
+        star = next(s for s in stars if s.get_color() == lines[label(2.0)].get_color())
+        learned = np.mean([p_final(2.0, s) for s in SEEDS])  # 2.65: between p = 2 and p = 4
+        at_2, at_4 = (np.mean([metric(2.0, s, p) for s in SEEDS]) for p in (2.0, 4.0))
+        fraction = (math.log(learned) - math.log(2.0)) / (math.log(4.0) - math.log(2.0))
+        assert star.get_xdata()[0] == pytest.approx(learned)
+        assert star.get_ydata()[0] == pytest.approx(at_2 + fraction * (at_4 - at_2))
+    assert "learned p (mean over seeds)" in legend_labels(fig)
+
+
+def test_probe_curves_stay_linear_for_a_narrow_grid_and_are_skipped_without_probe():
+    data = make_data()
+    narrow = data.probe[data.probe["p"] <= 4.0]
+    fig = plots.probe_curves_figure(plots.SweepData(data.runs, data.swept, probe=narrow))
+    assert fig.axes[0].get_xscale() == "linear"
+    assert plots.probe_curves_figure(plots.SweepData(data.runs, data.swept)) is None
+
+
+def test_p_histograms_pool_the_channels_of_all_seeds_on_shared_bins():
+    fig = plots.p_histograms_figure(make_data(per_channel=True))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == [label(m) for m in MARGINS]
+    all_values = make_final_params(per_channel=True)["value"]
+    edges = np.linspace(all_values.min(), all_values.max(), plots.HIST_BINS + 1)
+    for ax, margin in zip(axes, MARGINS, strict=True):
+        values = [p_final(margin, s) + o for s in SEEDS for o in CHANNEL_OFFSETS]
+        bars = ax.patches
+        assert [bar.get_x() for bar in bars] == pytest.approx(edges[:-1])
+        assert [bar.get_height() for bar in bars] == list(np.histogram(values, edges)[0])
+        (mean_line,) = ax.get_lines()
+        assert mean_line.get_xdata()[0] == pytest.approx(np.mean(values))
+        assert ax.get_xlim() == pytest.approx((edges[0], edges[-1]))
+
+
+def test_p_histograms_are_skipped_for_scalar_parameters():
+    assert plots.p_histograms_figure(make_data(per_channel=False)) is None
+    assert plots.per_channel_params(make_final_params(per_channel=False)).empty
+
+
+def test_metric_vs_p_draws_one_dot_per_run_per_metric():
+    fig = plots.metric_vs_p_figure(make_data({"m2-s1": "failed"}))
+    accuracy_ax, map_ax = fig.axes
+    assert accuracy_ax.get_ylabel() == "test accuracy" and map_ax.get_ylabel() == "test mAP"
+    for ax, metric in ((accuracy_ax, final_accuracy), (map_ax, final_map)):
+        points = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets().tolist())
+        expected = sorted((p_final(m, s), metric(m, s)) for m in MARGINS for s in SEEDS)
+        assert points == pytest.approx(expected)
+    assert "head.margin=2 (failed)" in legend_labels(fig)
+
+
+def test_metric_vs_p_keeps_the_panels_that_have_data():
+    runs = make_runs().drop(columns="test_map")
+    fig = plots.metric_vs_p_figure(plots.SweepData(runs, ["head.margin"]))
+    assert [ax.get_title() for ax in fig.axes] == ["test accuracy"]
+    assert plots.metric_vs_p_figure(plots.SweepData(runs.assign(p_final=math.nan))) is None
+
+
+def drawn_colours(fig, name: str) -> set[str]:
+    """Colours of the lines and dots labelled ``name`` and of the bars in the panel titled so."""
+    colours = set()
+    for ax in fig.axes:
+        colours |= {to_hex(line.get_color()) for line in ax.get_lines() if line.get_label() == name}
+        colours |= {to_hex(c.get_edgecolor()[0]) for c in ax.collections if c.get_label() == name}
+        if ax.get_title() == name:
+            colours |= {to_hex(bar.get_facecolor()) for bar in ax.patches}
+    return colours
+
+
+@pytest.mark.parametrize(
+    "kind", ["p_trajectory", "probe_curves", "p_histograms", "metric_vs_p", "accuracy"]
+)
+def test_every_figure_colours_a_configuration_alike(kind):
+    data = make_data(per_channel=True)
+    colour = plots.config_colours(data.runs, data.swept)[label(2.0)]
+    assert drawn_colours(plots.PLOTS[kind](data, plots.DEFAULT_LAYOUT), label(2.0)) == {colour}
+
+
+def test_layout_sets_size_labels_fonts_and_legend_place():
+    layout = plots.Layout(
+        size_in=(3.3, 2.4),
+        xlabel="margin m (rad)",
+        ylabel="GeM p",
+        legend="below",
+        names={"head.margin": "m"},
+        style=style.Style(font_size=7),
+    )
+    fig = plots.p_trajectory_figure(make_data(), layout)
+    assert tuple(fig.get_size_inches()) == pytest.approx((3.3, 2.4))
+    (ax,) = fig.axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("margin m (rad)", "GeM p")
+    assert ax.xaxis.label.get_fontsize() == 7
+    assert ax.get_xticklabels()[0].get_fontsize() == 6
+    legend = fig.legends[0]
+    assert legend_labels(fig)[:3] == ["m=0", "m=2", "m=10"]
+    assert legend.get_texts()[0].get_fontsize() == 6
+    fig.draw_without_rendering()
+    assert legend.get_window_extent().y1 < ax.get_window_extent().y0  # below the panel
+    no_legend = plots.p_trajectory_figure(make_data(), plots.Layout(legend="none"))
+    assert no_legend.legends == []
+
+
 def test_plot_results_writes_every_figure(tmp_path):
+    data = make_data({"m2-s0": "diverged"}, per_channel=True)
     paths = plots.plot_results(
-        make_runs({"m2-s0": "diverged"}),
-        make_metrics(),
-        make_params(per_channel=True),
+        data.runs,
+        data.metrics,
+        data.params,
         ["head.margin"],
         tmp_path,
         title="p drift",
+        probe=data.probe,
+        final_params=data.final_params,
     )
-    assert_figure_files(paths, tmp_path, ["p_trajectory", "p_final", "accuracy_vs_p", "accuracy"])
+    assert_figure_files(paths, tmp_path, list(plots.PLOTS))
+
+
+def test_plot_results_keeps_working_without_probe_and_final_params(tmp_path):
+    paths = plots.plot_results(
+        make_runs().assign(p_opt=math.nan), make_metrics(), make_params(), ["head.margin"], tmp_path
+    )
+    assert_figure_files(paths, tmp_path, ["p_trajectory", "p_final", "metric_vs_p", "accuracy"])
 
 
 def test_p_figures_are_skipped_without_p(tmp_path):
-    runs = make_runs().assign(p_final=math.nan)
+    runs = make_runs().assign(p_final=math.nan, p_opt=math.nan)
     metrics = make_metrics().assign(p=math.nan)
     paths = plots.plot_results(runs, metrics, pd.DataFrame(), ["head.margin"], tmp_path)
     assert_figure_files(paths, tmp_path, ["accuracy"])
@@ -286,8 +576,13 @@ def test_single_run_single_step_without_sweep(tmp_path):
     params = make_params()
     params = params[(params["run_id"] == runs["run_id"].iloc[0]) & (params["step"] == 0)]
     metrics = make_metrics().iloc[[0]]
-    paths = plots.plot_results(runs, metrics, params, [], tmp_path)
-    assert_figure_files(paths, tmp_path, ["p_trajectory", "p_final", "accuracy_vs_p", "accuracy"])
+    probe = make_probe().iloc[:3]
+    paths = plots.plot_results(runs, metrics, params, [], tmp_path, probe=probe)
+    assert_figure_files(
+        paths,
+        tmp_path,
+        ["p_trajectory", "p_final", "p_drift", "probe_curves", "metric_vs_p", "accuracy"],
+    )
 
 
 def test_nothing_is_written_for_no_runs(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pooling_lab.pooling import build_pool, gem
+from pooling_lab.pooling import build_pool, fused, gem, gem_fused
 
 C = 3
 POOLS = [
@@ -21,7 +21,10 @@ POOLS = [
     ("gem", {"mode": "shared", "learnable": False}),
     ("gem", {"mode": "per_channel", "learnable": True}),
     ("gem", {"mode": "per_channel", "learnable": False}),
+    ("gem", {"mode": "shared", "learnable": True, "impl": "autograd"}),
+    ("gem", {"mode": "group", "groups": C, "learnable": True}),
 ]
+IMPLS = ["fused", "autograd"]
 POOL_IDS = [f"{name}-{'-'.join(str(v) for v in kw.values())}" if kw else name for name, kw in POOLS]
 
 
@@ -117,10 +120,11 @@ def test_pools_without_parameters_trace_nothing():
 # --- GeM: limits and numerics ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", ["shared", "per_channel"])
-def test_gem_at_p1_is_average_pooling(mode):
+def test_gem_at_p1_is_average_pooling(mode, impl):
     x = positive_map(2, C, 3, 5)
-    pool = build_pool("gem", C, p=1.0, mode=mode).double()
+    pool = build_pool("gem", C, p=1.0, mode=mode, impl=impl).double()
     torch.testing.assert_close(pool(x), x.mean(dim=(2, 3)), rtol=1e-12, atol=0)
     torch.testing.assert_close(gem(x, 1.0), x.mean(dim=(2, 3)), rtol=1e-12, atol=0)
 
@@ -128,9 +132,10 @@ def test_gem_at_p1_is_average_pooling(mode):
 @pytest.mark.parametrize("p", [1.0, 1.5, 3.0, 8.0, 64.0, 500.0])
 @pytest.mark.parametrize("magnitude", [1.0, 1e30])
 @pytest.mark.parametrize(("h", "w"), [(4, 5), (7, 7)])
-def test_gem_lies_between_the_bound_and_max(p, magnitude, h, w):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gem_lies_between_the_bound_and_max(p, magnitude, h, w, impl):
     x = torch.rand(3, C, h, w, generator=seeded(1)) * magnitude
-    out = build_pool("gem", C, p=p, learnable=False)(x).double()
+    out = build_pool("gem", C, p=p, learnable=False, impl=impl)(x).double()
     peak = x.amax(dim=(2, 3)).double()
     assert torch.isfinite(out).all()
     low = peak * (1.0 / (h * w)) ** (1.0 / p)
@@ -149,8 +154,9 @@ def test_gem_bound_is_tight_for_a_single_peak():
 
 @pytest.mark.parametrize("magnitude", [1.0, 1e-3, 1e30])
 @pytest.mark.parametrize("mode", ["shared", "per_channel"])
-def test_gem_at_p500_is_within_one_percent_of_max(magnitude, mode):
-    pool = build_pool("gem", C, p=500.0, mode=mode)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gem_at_p500_is_within_one_percent_of_max(magnitude, mode, impl):
+    pool = build_pool("gem", C, p=500.0, mode=mode, impl=impl)
     x = (torch.rand(2, C, 7, 7, generator=seeded(2)) * magnitude).requires_grad_()
     out = pool(x)
     peak = x.detach().amax(dim=(2, 3))
@@ -162,9 +168,10 @@ def test_gem_at_p500_is_within_one_percent_of_max(magnitude, mode):
 
 @pytest.mark.parametrize("mode", ["shared", "per_channel"])
 @pytest.mark.parametrize("p", [3.0, 500.0])
-def test_gem_of_zeros_is_eps_with_finite_gradients(mode, p):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gem_of_zeros_is_eps_with_finite_gradients(mode, p, impl):
     eps = 1e-6
-    pool = build_pool("gem", C, p=p, mode=mode, eps=eps)
+    pool = build_pool("gem", C, p=p, mode=mode, eps=eps, impl=impl)
     x = torch.zeros(2, C, 3, 5, requires_grad=True)
     out = pool(x)
     # every element is clamped to eps, and the mean of equal values is that value
@@ -188,10 +195,11 @@ def closed_form(x: np.ndarray, p: float) -> tuple[float, np.ndarray, float]:
 
 
 @pytest.mark.parametrize("mode", ["shared", "per_channel"])
-def test_gem_gradients_match_closed_forms(mode):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gem_gradients_match_closed_forms(mode, impl):
     n, h, w = 2, 3, 5
     ps = [3.0, 3.0, 3.0] if mode == "shared" else [1.5, 3.0, 6.0]
-    pool = build_pool("gem", C, p=3.0, mode=mode).double()
+    pool = build_pool("gem", C, p=3.0, mode=mode, impl=impl).double()
     set_p(pool, ps if mode == "per_channel" else [3.0])
     x = positive_map(n, C, h, w, seed=3).requires_grad_()
     weights = torch.randn(n, C, generator=seeded(4), dtype=torch.float64)
@@ -234,10 +242,11 @@ def test_gem_gradcheck(per_channel):
     assert torch.autograd.gradgradcheck(lambda a, q: gem(a, q), (x, p))
 
 
-def test_per_channel_with_equal_p_equals_shared():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_per_channel_with_equal_p_equals_shared(impl):
     x = positive_map(2, C, 5, 3, seed=7, dtype=torch.float32)
-    shared = build_pool("gem", C, p=2.5)
-    per_channel = build_pool("gem", C, p=2.5, mode="per_channel")
+    shared = build_pool("gem", C, p=2.5, impl=impl)
+    per_channel = build_pool("gem", C, p=2.5, mode="per_channel", impl=impl)
     torch.testing.assert_close(per_channel(x), shared(x), rtol=1e-6, atol=0)
     set_p(per_channel, [2.5, 4.0, 2.5])
     assert not torch.allclose(per_channel(x)[:, 1], shared(x)[:, 1])
@@ -306,3 +315,63 @@ def test_gem_functional_scalar_and_vector_p_agree_with_direct_formula():
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
     np.testing.assert_allclose(gem(x, 2.0).numpy()[:, 0], expected[:, 0], rtol=1e-12)
     assert math.isclose(gem(x, torch.tensor(5.0, dtype=torch.float64))[1, 2].item(), expected[1, 2], rel_tol=1e-12)
+
+
+# --- fused GeM (closed-form backward) against plain autograd GeM ------------------------------
+
+EXPONENTS = [3.0, [1.5, 3.0, 7.0], 64.0, 500.0, [1.0, 64.0, 500.0]]
+
+
+@pytest.mark.parametrize("p", EXPONENTS, ids=str)
+def test_fused_gradcheck(p):
+    """float64 finite differences, with x and p, x alone and p alone needing a gradient."""
+    x = positive_map(3, C, 3, 4, seed=9).requires_grad_()
+    q = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gem_fused, (x, q))
+    assert torch.autograd.gradcheck(lambda a: gem_fused(a, q.detach()), (x,))
+    assert torch.autograd.gradcheck(lambda e: gem_fused(x.detach(), e), (q,))
+
+
+@pytest.mark.parametrize("p", EXPONENTS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_equals_plain_values_and_gradients(p, dtype):
+    """A post-ReLU-like map (about half exact zeros, below the clamp) of both implementations."""
+    x = torch.randn(4, C, 5, 6, generator=seeded(10), dtype=torch.float64).relu().to(dtype)
+    weights = torch.randn(4, C, generator=seeded(11), dtype=dtype)
+    results = []
+    for pool in (gem_fused, gem):
+        a = x.clone().requires_grad_()
+        q = torch.tensor(p, dtype=dtype, requires_grad=True)
+        out = pool(a, q)
+        (out * weights).sum().backward()
+        results.append((out.detach(), a.grad, q.grad))
+    tolerance = {"rtol": 1e-11, "atol": 1e-13} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 1e-6}
+    for fused_value, plain_value in zip(*results, strict=True):
+        torch.testing.assert_close(fused_value, plain_value, **tolerance)
+    assert (results[0][1][x == 0] == 0).all()  # clamped inputs get no gradient
+
+
+@pytest.mark.parametrize("chunk", [1, 50])
+def test_fused_cpu_chunks_do_not_change_the_result(monkeypatch, chunk):
+    x = positive_map(5, C, 4, 3, seed=12, dtype=torch.float32)
+    p = torch.tensor([2.0, 3.0, 9.0])
+
+    def value_and_grads():
+        a, q = x.clone().requires_grad_(), p.clone().requires_grad_()
+        out = gem_fused(a, q)
+        out.sum().backward()
+        return out.detach(), a.grad, q.grad
+
+    whole = value_and_grads()
+    monkeypatch.setattr(fused, "CPU_CHUNK_ELEMENTS", chunk)
+    for got, expected in zip(value_and_grads(), whole, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_fused_backward_refuses_to_be_differentiated():
+    """Second derivatives (e.g. a gradient penalty) need ``impl: autograd``; fused says so."""
+    x = positive_map(1, C, 3, 3, seed=13).requires_grad_()
+    weights = torch.randn(1, C, generator=seeded(14), dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad((gem_fused(x, 3.0) * weights).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        grad.sum().backward()

@@ -155,7 +155,7 @@ class Trainer:
         try:
             while self.epoch < self.config.train.epochs:
                 self._train_epoch()
-            status = self._finish()
+            status = self.evaluate_final(self.config.eval.probe_p)
         except Diverged as error:
             self._save_records()
             status = results.update_status(self.files, status="diverged", error=str(error), **self._summary())
@@ -228,12 +228,12 @@ class Trainer:
             return float("nan")
         return accuracy_of(SplitPass(self.model, batches, self.compute.autocast()).outputs())
 
-    def _finish(self) -> dict[str, Any]:
-        """Final evaluation: the metrics on val and test, and the test-time p probe.  A failure
-        here marks the run failed but keeps the trained model and its records."""
+    def evaluate_final(self, probe_p: list[float]) -> dict[str, Any]:
+        """Final evaluation: the metrics on val and test, and the test-time p probe over
+        ``probe_p`` (p_opt chosen on val, test metrics at p_opt); marks the run done."""
         self._write_final_params()
         evaluation = self.config.eval
-        probing = bool(evaluation.probe_p)
+        probing = bool(probe_p)
         final: dict[str, Any] = {}
         test = SplitPass(self.model, self.test_batches, self.compute.autocast(), keep_maps=probing)
         final |= {f"test_{k}": v for k, v in split_metrics(test.outputs(), evaluation.metrics).items()}
@@ -241,7 +241,7 @@ class Trainer:
             val = SplitPass(self.model, self.val_batches, self.compute.autocast(), keep_maps=probing)
             final |= {f"val_{k}": v for k, v in split_metrics(val.outputs(), evaluation.metrics).items()}
             if probing:
-                table = probe(val, evaluation.probe_p, evaluation.metrics)
+                table = probe(val, probe_p, evaluation.metrics)
                 results.write_csv(self.files.probe, table)
                 final["p_opt"] = p_opt = best_p(table)
                 at_opt = probe(test, [p_opt], evaluation.metrics).iloc[0]
