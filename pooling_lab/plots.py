@@ -35,6 +35,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from pooling_lab.atomic import write_bytes
 from pooling_lab.style import (
@@ -670,6 +671,7 @@ def p_histograms_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
         ax.hist(values, bins=bins, color=colour, histtype="bar" if done else "step")
         ax.axvline(values.mean(), color="black", linestyle="--", linewidth=1, label="mean")
         ax.set_xlim(bins[0], bins[-1])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{label}\n{name}" if several else label)
         ax.set_xlabel(f"final {name.rsplit('.', 1)[-1]}")
         ax.set_ylabel("channels")

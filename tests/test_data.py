@@ -643,6 +643,26 @@ def test_flip_mirrors_some_images_and_keeps_the_rest():
     assert 5 < sum(flipped) < 35
 
 
+def test_crop_and_flip_together_give_a_window_or_its_mirror():
+    split, padding = numbered_split(n=40), 1
+    loader = make_loader(
+        split,
+        batch_size=40,
+        generator=torch.Generator().manual_seed(3),
+        augment=AugmentConfig(crop_padding=padding, flip=True),
+    )
+    x, y = next(iter(loader))
+    padded = torch.nn.functional.pad(split.images, (padding,) * 4)
+    mirrored = 0
+    for crop, label in zip(to_uint8(x), y.tolist(), strict=True):
+        windows = [padded[label, :, dy : dy + 6, dx : dx + 6] for dy in range(3) for dx in range(3)]
+        plain = any(torch.equal(crop, w) for w in windows)
+        flipped = any(torch.equal(crop, w.flip(2)) for w in windows)
+        assert plain or flipped
+        mirrored += flipped and not plain
+    assert 5 < mirrored < 35
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_epoch_never_synchronises_with_the_host():
     device = torch.device("cuda")

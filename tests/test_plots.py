@@ -557,11 +557,23 @@ def test_plot_results_writes_every_figure(tmp_path):
     assert_figure_files(paths, tmp_path, list(plots.PLOTS))
 
 
-def test_plot_results_keeps_working_without_probe_and_final_params(tmp_path):
-    paths = plots.plot_results(
-        make_runs().assign(p_opt=math.nan), make_metrics(), make_params(), ["head.margin"], tmp_path
+def drawn(data: plots.SweepData) -> list[str]:
+    """The figures that have something to draw, each laid out once (as saving would)."""
+    names = []
+    for name, draw in plots.PLOTS.items():
+        fig = draw(data, plots.DEFAULT_LAYOUT)
+        if fig is not None:
+            fig.draw_without_rendering()
+            names.append(name)
+    return names
+
+
+def test_without_probe_and_final_params_the_issue_4_figures_are_left_out():
+    data = make_data()
+    no_probe = plots.SweepData(
+        data.runs.assign(p_opt=math.nan), data.swept, data.metrics, data.params
     )
-    assert_figure_files(paths, tmp_path, ["p_trajectory", "p_final", "metric_vs_p", "accuracy"])
+    assert drawn(no_probe) == ["p_trajectory", "p_final", "metric_vs_p", "accuracy"]
 
 
 def test_p_figures_are_skipped_without_p(tmp_path):
@@ -571,18 +583,19 @@ def test_p_figures_are_skipped_without_p(tmp_path):
     assert_figure_files(paths, tmp_path, ["accuracy"])
 
 
-def test_single_run_single_step_without_sweep(tmp_path):
+def test_single_run_single_step_without_sweep():
     runs = make_runs().iloc[[0]]
     params = make_params()
     params = params[(params["run_id"] == runs["run_id"].iloc[0]) & (params["step"] == 0)]
-    metrics = make_metrics().iloc[[0]]
-    probe = make_probe().iloc[:3]
-    paths = plots.plot_results(runs, metrics, params, [], tmp_path, probe=probe)
-    assert_figure_files(
-        paths,
-        tmp_path,
-        ["p_trajectory", "p_final", "p_drift", "probe_curves", "metric_vs_p", "accuracy"],
-    )
+    data = plots.SweepData(runs, [], make_metrics().iloc[[0]], params, make_probe().iloc[:3])
+    assert drawn(data) == [
+        "p_trajectory",
+        "p_final",
+        "p_drift",
+        "probe_curves",
+        "metric_vs_p",
+        "accuracy",
+    ]
 
 
 def test_nothing_is_written_for_no_runs(tmp_path):

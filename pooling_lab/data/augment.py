@@ -6,30 +6,30 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop(
-    images: torch.Tensor, padding: int, generator: torch.Generator | None
+def crop_and_flip(
+    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Each image cropped back to its size from itself zero-padded by ``padding`` on every side.
+    """Each image cropped back to its size from itself zero-padded by ``padding`` on every side
+    (a random offset per image), then mirrored left-right with probability 1/2 (when ``flip``).
 
-    The batch is padded once; every image's window is gathered with its own row and column indices.
+    Both are one ``gather`` over the flattened padded batch: an image's window is its start
+    offset plus the flat offsets of the window's pixels, whose columns run backwards when the
+    image is flipped.  This is several times faster than indexing with broadcast index tensors
+    or than a separate ``torch.where`` for the flip.
     """
     batch, channels, height, width = images.shape
     device = images.device
-    padded = F.pad(images, (padding, padding, padding, padding))
-    top, left = torch.randint(
-        0, 2 * padding + 1, (2, batch, 1), generator=generator, device=device
-    ).unbind(0)
-    rows = top + torch.arange(height, device=device)  # (B, H)
-    cols = left + torch.arange(width, device=device)  # (B, W)
-    return padded[
-        torch.arange(batch, device=device)[:, None, None, None],
-        torch.arange(channels, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Each image mirrored left-right with probability 1/2."""
-    flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
+    if padding:
+        images = F.pad(images, (padding, padding, padding, padding))
+        top, left = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=device)
+        start = top * (width + 2 * padding) + left  # (B,)
+    else:
+        start = torch.zeros(batch, dtype=torch.long, device=device)
+    columns = torch.arange(width, device=device).expand(batch, width)  # (B, W)
+    if flip:
+        mirrored = torch.rand(batch, generator=generator, device=device) < 0.5
+        columns = torch.where(mirrored[:, None], columns.flip(1), columns)
+    rows = torch.arange(height, device=device) * (width + 2 * padding)  # (H,)
+    index = start[:, None, None] + rows[None, :, None] + columns[:, None, :]  # (B, H, W)
+    index = index.view(batch, 1, height * width).expand(batch, channels, height * width)
+    return images.flatten(2).gather(2, index).view(batch, channels, height, width)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from pooling_lab.data.augment import random_crop, random_flip
+from pooling_lab.data.augment import crop_and_flip
 from pooling_lab.data.spec import AugmentConfig
 from pooling_lab.data.splits import Split
 
@@ -65,9 +65,7 @@ class BatchLoader:
             yield self._prepare(self.images[index]), self.labels[index]
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        if self.crop_padding:
-            images = random_crop(images, self.crop_padding, self.generator)
-        if self.flip:
-            images = random_flip(images, self.generator)
+        if self.crop_padding or self.flip:
+            images = crop_and_flip(images, self.crop_padding, self.flip, self.generator)
         x = images.float() * self.scale - self.shift
         return x.contiguous(memory_format=self.memory_format)

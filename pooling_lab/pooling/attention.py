@@ -15,12 +15,12 @@ from pooling_lab.pooling.global_pools import GLOBAL_POOLS
 
 @GLOBAL_POOLS.register("attention")
 class AttentionPool(Pool):
-    """Multi-head attention pooling with one learned query (pooling by multihead attention,
-    Lee et al., "Set Transformer", ICML 2019): per head h with d = C / heads,
-    f_h = sum_l softmax_l(q_h . k_hl / sqrt(d)) v_hl, where k_l = W_k x_l and
-    v_l = W_v x_l + b_v, and f = W_o [f_1; ...; f_heads] + b_o.
+    """Attention pooling, f_h = sum_l softmax_l(q_h . k_hl / sqrt(d)) v_hl for a learned query q.
 
-    All of it is ordinary network weight (base optimiser group); nothing is traced.
+    Pooling by multihead attention (Lee et al., "Set Transformer", ICML 2019): per head h with
+    d = C / heads, k_l = W_k x_l and v_l = W_v x_l + b_v over the H W locations l, and
+    f = W_o [f_1; ...; f_heads] + b_o.  All of it is ordinary network weight (base optimiser
+    group); nothing is traced.
     """
 
     def __init__(

@@ -31,10 +31,14 @@ GEM_IMPLS = {"fused": gem_fused, "autograd": gem}
 
 @GLOBAL_POOLS.register("gem")
 class GeM(Pool):
-    """Generalised-mean pooling, f_k = (mean x_k^p)^(1/p) (Radenovic, Tolias & Chum, "Fine-tuning
-    CNN Image Retrieval with No Human Annotation", TPAMI 2018); p = 1 is average pooling and
-    p -> inf max pooling.  ``mode: group`` is Group GeM (Ko, Gu & Kim, "Group Generalized Mean
-    Pooling for Vision Transformer", 2022): G = 1 is shared p, G = C per-channel p.
+    """Generalised-mean pooling, f_k = (mean x_k^p)^(1/p); p shared, per channel or per group.
+
+    Radenovic, Tolias & Chum, "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI
+    2018; p = 1 is average pooling and p -> inf max pooling.  ``mode: group`` is Group GeM (Ko,
+    Gu & Kim, "Group Generalized Mean Pooling for Vision Transformer", 2022): G = 1 is shared
+    p, G = C per-channel p.  ``impl: fused`` (the default) runs the closed-form backward of
+    ``fused.py``, several times faster than autograd on CPU; ``autograd`` is needed only for
+    second derivatives.
     """
 
     def __init__(
@@ -77,10 +81,10 @@ class GeM(Pool):
 
 @GLOBAL_POOLS.register("wgem")
 class WeightedGeM(GeM):
-    """Weighted GeM, f_k = GeM_p(w * x_k) with a learnable spatial soft mask w = sigmoid(a)
-    (Wu et al., "Weighted Generalized Mean Pooling for Deep Image Retrieval", ICIP 2018).
+    """Weighted GeM, f_k = GeM_p(w * x_k) with a learnable spatial soft mask w = sigmoid(a).
 
-    The mask is stored at ``mask_size`` x ``mask_size`` and resized bilinearly to the input's
+    Wu et al., "Weighted Generalized Mean Pooling for Deep Image Retrieval", ICIP 2018.  The
+    mask is stored at ``mask_size`` x ``mask_size`` and resized bilinearly to the input's
     H x W, so any map size works; it starts at 0.5 everywhere (GeM is homogeneous, so that is
     GeM / 2).  It is traced as a distribution and trained in the optimiser's base group.
     """
@@ -111,12 +115,12 @@ class WeightedGeM(GeM):
 
 @GLOBAL_POOLS.register("agem")
 class AttentionGeM(GeM):
-    """Attention-aware GeM, f_k = GeM_p(a * x_k) with a location weight a = sigmoid(w . x + b)
-    from a learned 1x1 convolution, or a = H W softmax over the locations (Gu, Li & Xie,
-    "Attention-aware Generalized Mean Pooling for Image Retrieval", 2018).
+    """Attention-aware GeM, f_k = GeM_p(a * x_k) with a learned location weight a.
 
-    The convolution starts at zero (a = 1/2, or 1 with softmax), is an ordinary network weight
-    (base optimiser group) and is not traced; p is.
+    Gu, Li & Xie, "Attention-aware Generalized Mean Pooling for Image Retrieval", 2018.  A 1x1
+    convolution scores each location: a = sigmoid(w . x + b), or a = H W softmax(w . x) over the
+    locations.  The convolution starts at zero (a = 1/2, or 1 with softmax), is an ordinary
+    network weight (base optimiser group) and is not traced; p is.
     """
 
     def __init__(
@@ -153,10 +157,11 @@ class AttentionGeM(GeM):
 
 @GLOBAL_POOLS.register("rgem")
 class RegionalGeM(GeM):
-    """Regional GeM, f = GeM_p((x + L_q(x)) / 2) where L_q is Lp pooling with its own exponent
-    q (``p_local``) over each ``kernel_size`` square, stride 1, same size (Shao et al., "Global
-    Features are All You Need for Image Retrieval and Reranking", ICCV 2023).  Both exponents
-    share ``learnable`` and ``param``.
+    """Regional GeM, f = GeM_p((x + L_q(x)) / 2) with L_q a local Lp pool of exponent q.
+
+    Shao et al., "Global Features are All You Need for Image Retrieval and Reranking", ICCV
+    2023.  L_q pools each ``kernel_size`` square with its own learnable q (``p_local``), stride 1,
+    same size.  Both exponents share ``learnable`` and ``param``.
     """
 
     def __init__(
@@ -186,10 +191,12 @@ class RegionalGeM(GeM):
 
 @GLOBAL_POOLS.register("sgem")
 class ScaleGeM(GeM):
-    """Scale GeM, f = combine_s GeM_p(resize_s(x)): the map resized bilinearly by each factor in
-    ``scales`` and the descriptors combined by their element-wise ``max`` or ``mean`` (after the
-    Scale-GeM of Shao et al., "Global Features are All You Need for Image Retrieval and
-    Reranking", ICCV 2023)."""
+    """Scale GeM, f = combine_s GeM_p(resize_s(x)) over several map scales, by max or mean.
+
+    After the Scale-GeM of Shao et al., "Global Features are All You Need for Image Retrieval
+    and Reranking", ICCV 2023: the map is resized bilinearly by each factor in ``scales`` and
+    the descriptors are combined element-wise by ``max`` or ``mean``.
+    """
 
     def __init__(
         self,

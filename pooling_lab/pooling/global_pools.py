@@ -68,10 +68,11 @@ class CatAvgMaxPool(Pool):
 
 @GLOBAL_POOLS.register("lse")
 class LSEPool(Pool):
-    """Log-sum-exp pooling, f_k = (1/r) log(mean exp(r x_k)) (Pinheiro & Collobert, "From
-    Image-level to Pixel-level Labeling with Convolutional Networks", CVPR 2015).
+    """Log-sum-exp pooling, f_k = (1/r) log(mean exp(r x_k)), learnable sharpness r > 0.
 
-    The sharpness r > 0 (stored as log r) moves f from the mean (r -> 0) to the max (r -> inf).
+    Pinheiro & Collobert, "From Image-level to Pixel-level Labeling with Convolutional
+    Networks", CVPR 2015.  r (stored as log r) moves f from the mean (r -> 0) to the max
+    (r -> inf).
     """
 
     def __init__(
@@ -89,9 +90,12 @@ class LSEPool(Pool):
 
 @GLOBAL_POOLS.register("mixed")
 class MixedPool(Pool):
-    """Mixed max-average pooling, f = alpha max x + (1 - alpha) mean x with one learnable
-    alpha = sigmoid(a) in [0, 1] (Lee, Gallagher & Tu, "Generalizing Pooling Functions in
-    CNNs: Mixed, Gated, and Tree", AISTATS 2016)."""
+    """Mixed max-average pooling, f = alpha max x + (1 - alpha) mean x, learnable alpha.
+
+    Lee, Gallagher & Tu, "Generalizing Pooling Functions in CNNs: Mixed, Gated, and Tree",
+    AISTATS 2016.  A learnable alpha is stored as its logit a, alpha = sigmoid(a) in (0, 1);
+    the endpoints 0 and 1 are for a fixed alpha.
+    """
 
     def __init__(
         self,
@@ -109,14 +113,14 @@ class MixedPool(Pool):
 @GLOBAL_POOLS.register("gated")
 class GatedPool(Pool):
     """Gated max-average pooling, f_k = alpha_k max x_k + (1 - alpha_k) mean x_k with the gate
-    computed from the input, alpha_k = sigmoid(w_k1 mean x_k + w_k2 max x_k + b_k) (after Lee,
-    Gallagher & Tu, "Generalizing Pooling Functions in CNNs: Mixed, Gated, and Tree", AISTATS
-    2016; their gate reads the pooling region, which has no fixed size for a global pool, so
-    this one reads the region's two statistics).
+    alpha_k = sigmoid(w_k1 mean x_k + w_k2 max x_k + b_k) computed from the input.
 
-    The gate starts at 0.5 (zero weights): average-max pooling.  It traces its weights and the
-    gate value per channel, averaged over the last batch (grad column: the gate bias); the
-    weights are ordinary network weights, so the optimiser's base group trains them.
+    After Lee, Gallagher & Tu, "Generalizing Pooling Functions in CNNs: Mixed, Gated, and
+    Tree", AISTATS 2016; their gate reads the pooling region, which has no fixed size for a
+    global pool, so this one reads the region's two statistics.  The gate starts at 1/2 (zero
+    weights: average-max pooling).  It traces its weights and the gate value per channel,
+    averaged over the last batch (grad column: the gate bias); the weights are ordinary network
+    weights, so the optimiser's base group trains them.
     """
 
     def __init__(self, channels: int):
