@@ -62,13 +62,20 @@ def run(
     overrides: Overrides = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded run table, train nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; one line per run.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Train N runs at once in separate processes, "
+                                      "dividing the CPU threads (or the visible GPUs) between them.")] = 1,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed or diverged run.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Train every run of an experiment (finished runs are skipped, interrupted ones resumed)."""
-    from pooling_lab import results
+    """Train every run of an experiment (finished runs are skipped, interrupted ones resumed;
+    runs another `pooling-lab run` on the same results holds are left to it).  Exit code: 0 every
+    run done, 1 some run failed, diverged or is left to do, 2 bad input, 130 / 143 stopped by
+    Ctrl-C / SIGTERM (checkpointed: run the same command again to resume)."""
+    from pooling_lab import results, signals
     from pooling_lab.config import load_plan
-    from pooling_lab.progress import RichProgress, plan_table, summary_table
-    from pooling_lab.sweep import experiment_dir, run_plan
+    from pooling_lab.parallel import new_job, run_parallel
+    from pooling_lab.progress import EventLines, RichProgress, plan_table, summary_table
+    from pooling_lab.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
 
     with user_errors(debug):
         plan = load_plan(experiment, overrides or [])
@@ -78,34 +85,51 @@ def run(
                       for s in plan.runs}
             console.print(plan_table(plan, states))
             return
-
-        def on_event(kind: str, spec: Any, status: dict[str, Any]) -> None:
-            if kind == "skipped":
-                if display is not None:
-                    display.skipped()
-                if quiet:
-                    console.print(f"{spec.dir_name}: already done")
-            elif kind in ("failed", "diverged"):
-                error = status.get("error", "")
-                where = root / spec.dir_name / status.get("traceback", "status.json")
-                errors.print(f"[red]{spec.dir_name}: {kind}[/]: {escape(str(error))} ({where})", highlight=False)
-            elif kind == "done" and quiet:
-                console.print(f"{spec.dir_name}: done, p={status.get('p_final'):.4g}, "
-                              f"test accuracy={status.get('test_accuracy'):.4f}")
-
-        display = None if quiet else RichProgress(console, len(plan.runs))
-        with display or contextlib.nullcontext():
-            try:
-                statuses = run_plan(plan, out, progress=display, on_event=on_event)
-            except KeyboardInterrupt:
-                errors.print("interrupted: the run was checkpointed; run the same command again to resume")
-                raise typer.Exit(130) from None
+        prepared = prepare(plan, out)
+    display = None if quiet or jobs > 1 else RichProgress(console, len(plan.runs))
+    report = EventLines(console, errors, root, lines=display is None, bars=display)
+    with signals.catching(), user_errors(debug):
+        try:
+            if jobs > 1:
+                stopped_by = run_parallel(new_job(experiment, out, overrides or [], jobs, fail_fast), jobs, report)
+                if stopped_by is not None:
+                    raise signals.Interrupted(stopped_by)
+                statuses = final_statuses(prepared)
+            else:
+                with display or contextlib.nullcontext():
+                    statuses = run_plan(prepared, progress=display, on_event=report, fail_fast=fail_fast)
+        except signals.Interrupted as error:
+            errors.print(f"{error}: checkpointed; run the same command again to resume")
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted: run the same command again to resume from the last checkpoint")
+            raise typer.Exit(130) from None
     if not quiet:
         console.print(summary_table(plan, statuses))
     console.print(f"results: {root}")
-    unfinished = [s for s in statuses if s.get("status") != "done"]
-    if unfinished:
+    if unfinished(statuses):
         raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    results_dir: Annotated[Path, typer.Argument(help="An experiment's results directory, e.g. results/quickstart.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Each run's state, progress (epoch, step), final p, accuracy and error; a run whose
+    process died shows as stopped (run the experiment again to resume it)."""
+    import json
+
+    from pooling_lab.overview import overview
+    from pooling_lab.progress import status_table
+
+    with user_errors(debug):
+        view = overview(results_dir)
+    if as_json:
+        typer.echo(json.dumps(view.as_json(), indent=2, default=str))
+    else:
+        console.print(status_table(f"{view.name}: {len(view.runs)} runs", view.runs))
 
 
 @app.command()
@@ -114,7 +138,8 @@ def plot(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the figures [default: RESULTS_DIR/plots].")] = None,
     debug: Debug = False,
 ) -> None:
-    """Draw p over training, final p against the swept key, and accuracy against p."""
+    """Draw p over training, final p with p_opt against the swept key, probe curves, per-channel
+    p histograms, metrics against p, and accuracy (PNG and PDF)."""
     from pooling_lab import results
     from pooling_lab.plots import plot_results
 
@@ -122,8 +147,23 @@ def plot(
         loaded = results.load(results_dir)
         written = plot_results(
             loaded.runs, loaded.metrics, loaded.params, loaded.swept, out or results_dir / "plots",
-            title=loaded.experiment.get("name"),
+            title=loaded.experiment.get("name"), probe=loaded.probe, final_params=loaded.final_params,
         )
+    for path in written:
+        console.print(str(path))
+
+
+@app.command()
+def figures(
+    spec: Annotated[Path, typer.Argument(help="A figure spec, e.g. analysis/paper.yaml.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the figures [default: the spec's output].")] = None,
+    debug: Debug = False,
+) -> None:
+    """Draw the paper figures of a YAML spec as vector PDF and 300-dpi PNG, in one style."""
+    from pooling_lab.figures import make_figures
+
+    with user_errors(debug):
+        written = make_figures(spec, out)
     for path in written:
         console.print(str(path))
 

@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,7 @@ from pooling_lab.config_errors import describe_validation_error, yaml_line
 from pooling_lab.data.spec import DataConfig
 from pooling_lab.errors import UserError
 from pooling_lab.heads import HEADS
+from pooling_lab.labels import format_value
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.pooling import GLOBAL_POOLS
 from pooling_lab.pooling.local_pools import LOCAL_POOLS
@@ -96,6 +97,15 @@ class TrainConfig(StrictModel):
         "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere; pooling always fp32"
     )
     threads: Annotated[int, Field(ge=1)] | None = Field(None, description="CPU threads (null: torch default)")
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="also checkpoint every N steps, not only at epoch ends (null: epoch ends only)"
+    )
+    on_nonfinite: Literal["stop", "skip_step"] = Field(
+        "stop", description="a non-finite loss: stop the run as diverged, or skip that update and go on"
+    )
+
+    # how a run computes and how often it saves, not what it computes: left out of the run id
+    NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "checkpoint_every_steps"})
 
     @field_validator("device")
     @classmethod
@@ -123,6 +133,12 @@ class EvalConfig(StrictModel):
         default_factory=list,
         description="test-time p values to evaluate the trained GeM model at, on the validation split",
     )
+    scales: list[Annotated[float, Field(gt=0, le=4, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="test-time multi-scale: image scales whose descriptors are combined",
+    )
+    scale_combine: Literal["mean", "max"] = Field("mean", description="how per-scale descriptors combine")
 
     @field_validator("metrics")
     @classmethod
@@ -333,28 +349,18 @@ def _located(path: Path, line: int | None) -> str:
 
 def run_id_of(config: ExperimentConfig) -> str:
     """A stable id: the hash of everything that can change a run's result.  Where the data sit
-    (``data.root``, ``data.download``) and how many CPU threads run do not count, so moving the
-    data or the machine does not orphan finished runs."""
+    (``data.root``, ``data.download``) and ``TrainConfig.NOT_IN_RUN_ID`` (threads, checkpoint
+    frequency) do not count, so moving the data or the machine does not orphan finished runs."""
     payload = config.model_dump(
         mode="json",
-        exclude={"name": True, "description": True, "sweep": True, "data": {"root", "download"}, "train": {"threads"}},
+        exclude={"name": True, "description": True, "sweep": True, "data": {"root", "download"}, "train": set(TrainConfig.NOT_IN_RUN_ID)},
     )
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):  # a whole component, e.g. {name: gem, p: 2} -> gem,p=2
-        return ",".join(_short(v) if k == "name" else f"{k}={_short(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ",".join(_short(v) for v in value)
-    return str(value)
-
-
 def _describe(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
 
 
 def dir_name_of(swept: dict[str, Any], seed: int, run_id: str) -> str:
@@ -363,7 +369,7 @@ def dir_name_of(swept: dict[str, Any], seed: int, run_id: str) -> str:
     parts = []
     for key, leaf in zip(swept, leaves, strict=True):
         label = leaf if leaves.count(leaf) == 1 else key
-        parts.append(f"{label}={_short(swept[key])}")
+        parts.append(f"{label}={format_value(swept[key])}")
     parts.append(f"seed={seed}")
     name = "_".join(parts)
     name = re.sub(r"[^A-Za-z0-9_.=+,-]+", "-", name).strip("-")[:120]

@@ -24,6 +24,7 @@ results directories in one figure are drawn as one sweep (run ids are kept apart
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -167,8 +168,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else base / path
+    """``text`` as a path, relative to ``base`` unless absolute, with ``..`` folded away."""
+    return Path(os.path.normpath(base / Path(text).expanduser()))
 
 
 def _results_dirs(spec: PaperSpec, spec_path: Path) -> list[list[Path]]:

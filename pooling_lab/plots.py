@@ -38,6 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from pooling_lab.atomic import write_bytes
+from pooling_lab.labels import format_value
 from pooling_lab.style import (
     COLOUR_RANGES,
     NEUTRAL,
@@ -98,8 +99,11 @@ class Layout:
     def groups(self, runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         return run_groups(runs, keys, self.names)
 
-    def colours(self, runs: pd.DataFrame, keys: Sequence[str]) -> dict[str, Any]:
+    def colours(self, runs: pd.DataFrame, keys: Sequence[str]) -> dict[str, str]:
         return config_colours(runs, keys, names=self.names, ranges=self.style.colour_ranges)
+
+
+DEFAULT_LAYOUT = Layout()
 
 
 # --- configurations: labels, order, colours ---------------------------------------------------
@@ -112,13 +116,6 @@ def _is_number(value: Any) -> bool:
         and not isinstance(value, bool)
         and not math.isnan(float(value))
     )
-
-
-def format_value(value: Any) -> str:
-    """Compact text for a swept value: ``0.3``, ``3``, ``arcface``, ``[1, 2]``."""
-    if _is_number(value):
-        return f"{float(value):g}"
-    return str(value)
 
 
 def _sort_key(value: Any) -> tuple[int, float, str]:
@@ -389,8 +386,6 @@ def _has_values(frame: pd.DataFrame, *columns: str) -> bool:
 
 # --- the figures --------------------------------------------------------------------------------
 
-DEFAULT_LAYOUT = Layout()
-
 
 def p_trajectory_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
     """Each traced pooling parameter against the training step; ``None`` when nothing is traced."""
@@ -440,7 +435,7 @@ def accuracy_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure 
 
 @dataclass(frozen=True)
 class PSeries:
-    """A per-run p column drawn against the first swept key, and how it is drawn."""
+    """A per-run column (p, or a final metric) drawn against the first swept key, and how."""
 
     column: str
     label: str
@@ -451,6 +446,7 @@ class PSeries:
 
 LEARNED = PSeries("p_final", "learned p", "o", "-", filled=True)
 BEST = PSeries("p_opt", "p_opt (best test-time p, val mAP)", "D", "--", filled=False)
+ACCURACY = PSeries("test_accuracy", "test accuracy", "s", "-", filled=True)
 
 
 def _draw_p_series(
@@ -491,7 +487,9 @@ def _draw_p_series(
     )
 
 
-def _p_summary_figure(data: SweepData, layout: Layout, series: Sequence[PSeries]) -> Figure | None:
+def _run_summary_figure(
+    data: SweepData, layout: Layout, series: Sequence[PSeries], ylabel: str = "p"
+) -> Figure | None:
     """The ``series`` against the first swept key; colours are the combinations of the other
     swept keys.  ``None`` when no run has a value of the first series."""
     runs = data.runs
@@ -511,7 +509,7 @@ def _p_summary_figure(data: SweepData, layout: Layout, series: Sequence[PSeries]
         _draw_p_series(ax, frame, groups, colours, one, connect=numeric)
     ax.set_xticks(ticks, tick_labels)
     ax.set_xlabel(layout.name(key) if key else "")
-    ax.set_ylabel("p")
+    ax.set_ylabel(ylabel)
     legend = [*_group_proxies(groups, colours), *map(_series_proxy, series), _seed_marker()]
     return _finish(fig, layout, _legend_title(layout, rest, ERROR_BARS), legend)
 
@@ -547,7 +545,7 @@ def _seed_marker() -> Line2D:
 def p_final_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
     """Final learned p against the first swept key (mean over seeds, min-max error bars, every
     run as a faint dot); ``None`` when no run has a final p."""
-    return _p_summary_figure(data, layout, [LEARNED])
+    return _run_summary_figure(data, layout, [LEARNED])
 
 
 def p_drift_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
@@ -555,7 +553,13 @@ def p_drift_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure |
     so the gap between them shows; ``None`` when no run has a ``p_opt``."""
     if not _has_values(data.runs, BEST.column):
         return None
-    return _p_summary_figure(data, layout, [LEARNED, BEST])
+    return _run_summary_figure(data, layout, [LEARNED, BEST])
+
+
+def final_accuracy_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """Final test accuracy against the first swept key (e.g. accuracy per pool), mean over seeds
+    with min-max error bars; ``None`` when no run has one."""
+    return _run_summary_figure(data, layout, [ACCURACY], ylabel="test accuracy")
 
 
 def _log_scale(p: pd.Series) -> bool:
@@ -713,6 +717,7 @@ PLOTS: dict[str, Callable[[SweepData, Layout], Figure | None]] = {
     "p_histograms": p_histograms_figure,
     "metric_vs_p": metric_vs_p_figure,
     "accuracy": accuracy_figure,
+    "final_accuracy": final_accuracy_figure,
 }
 
 

@@ -1,15 +1,20 @@
-"""Live terminal display of a sweep (rich): one bar for the sweep, one for the current run."""
+"""Terminal display of a sweep (rich): a bar for the sweep and one for the current run, one line
+per run event (failures at once, on stderr), and the tables of ``run --dry-run``, the end of a
+sweep and ``pooling-lab status``."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pooling_lab.config import Plan, RunSpec
+from pooling_lab.labels import format_value
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -50,11 +55,7 @@ class RichProgress:
         self.bars.advance(self.run_task)
 
     def epoch_done(self, row: dict[str, Any]) -> None:
-        info = (
-            f"epoch {row['epoch']}/{self.epochs}  loss {_fmt(row['train_loss'])}  "
-            f"acc {_fmt(row['train_accuracy'])}  val {_fmt(row['val_accuracy'])}  p {_fmt(row['p'])}"
-        )
-        self.bars.update(self.run_task, info=info)
+        self.bars.update(self.run_task, info=epoch_line(row, self.epochs))
 
     def run_finished(self, spec: RunSpec, status: dict[str, Any]) -> None:
         self.bars.advance(self.sweep)
@@ -63,12 +64,53 @@ class RichProgress:
         self.bars.advance(self.sweep)
 
 
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}  loss {_fmt(row['train_loss'])}  "
+        f"acc {_fmt(row['train_accuracy'])}  val {_fmt(row['val_accuracy'])}  p {_fmt(row['p'])}"
+    )
+
+
+class EventLines:
+    """Prints sweep events (``sweep.Event``) as lines: a failed or diverged run at once on
+    ``errors`` with its error and where the details are; the others on ``console`` when ``lines``
+    (quiet or parallel mode), else they advance ``bars``."""
+
+    def __init__(self, console: Console, errors: Console, root: Path, lines: bool, bars: RichProgress | None = None):
+        self.console, self.errors, self.root, self.lines, self.bars = console, errors, root, lines, bars
+
+    def __call__(self, kind: str, run: str, status: dict[str, Any]) -> None:
+        if kind in ("skipped", "busy") and self.bars is not None:
+            self.bars.skipped()
+        if kind in ("failed", "diverged"):
+            where = self.root / run / (status.get("traceback") or "status.json")
+            self.errors.print(f"[red]{escape(run)}: {kind}[/]: {escape(str(status.get('error', '')))} ({where})", highlight=False)
+        elif self.lines:
+            self.console.print(f"{run}: {self.describe(kind, status)}", markup=False, highlight=False)
+
+    def epoch(self, run: str, row: dict[str, Any], epochs: int) -> None:
+        if self.lines:
+            self.console.print(f"{run}: {epoch_line(row, epochs)}", markup=False, highlight=False)
+
+    @staticmethod
+    def describe(kind: str, status: dict[str, Any]) -> str:
+        if kind == "skipped":
+            return f"already {status.get('status')}"
+        if kind == "busy":
+            return f"being run by {status.get('held_by')}"
+        if kind == "done":
+            return f"done, p={_fmt(status.get('p_final'), 4)}, test accuracy={_fmt(status.get('test_accuracy'), 4)}"
+        if kind == "interrupted":
+            return f"interrupted at step {status.get('step')}, checkpointed"
+        return kind
+
+
 def plan_table(plan: Plan, states: dict[str, str]) -> Table:
     table = Table(title=f"{plan.experiment.name}: {len(plan.runs)} runs")
     for column in ["#", "run", *plan.swept_keys, "seed", "run id", "status"]:
         table.add_column(column)
     for index, spec in enumerate(plan.runs):
-        swept = [_fmt(spec.swept[key]) for key in plan.swept_keys]
+        swept = [format_value(spec.swept[key]) for key in plan.swept_keys]
         table.add_row(str(index), spec.dir_name, *swept, str(spec.config.train.seed), spec.run_id,
                       states.get(spec.run_id, "pending"))
     return table
@@ -85,3 +127,25 @@ def summary_table(plan: Plan, statuses: list[dict[str, Any]]) -> Table:
             _fmt(status.get("wall_time_s"), 1),
         )
     return table
+
+
+def status_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """``pooling-lab status``: each run's state, progress, final p and accuracy, and error (the
+    run's name already holds its swept values and seed)."""
+    table = Table(title=title)
+    for column in ["run", "state", "epoch", "step", "p", "test acc", "tries"]:
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold", ratio=1)
+    for row in rows:
+        state = row["state"] + (f" ({row['held_by']})" if row.get("held_by") else "")
+        table.add_row(
+            row["run"], state,
+            _progress(row.get("epoch"), row.get("epochs")), _progress(row.get("step"), row.get("total_steps")),
+            _fmt(row.get("p_final"), 4), _fmt(row.get("test_accuracy"), 4), _fmt(row.get("attempts")),
+            escape(row.get("error") or ""),
+        )
+    return table
+
+
+def _progress(done: Any, total: Any) -> str:
+    return "-" if done is None else f"{done}/{total if total is not None else '?'}"

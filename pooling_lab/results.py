@@ -8,8 +8,11 @@ results/<experiment>/<run>/config.yaml fully resolved config of the run
                           metrics.csv   one row per evaluation (epoch)
                           params.csv    tidy pooling-parameter trace
                           checkpoint.pt last state (model, optimiser, scheduler, RNG, step)
+                          claim.<n>.json which process runs it now (see ``claims``)
 ```
-Every file is replaced atomically, so a reader or a resumed run never sees half a file.
+Every file is replaced atomically, so a reader or a resumed run never sees half a file.  Each
+status.json records the format it was written in (``FORMAT_VERSION``); a directory written in
+another format is refused with a one-line error rather than misread.
 """
 
 from __future__ import annotations
@@ -150,6 +153,21 @@ def read_status(files: RunFiles) -> dict[str, Any] | None:
         return None
 
 
+def check_format(root: Path) -> None:
+    """Refuse an experiment directory whose runs were written in another results format."""
+    for path in sorted(Path(root).glob("*/status.json")):
+        try:
+            found = (json.loads(path.read_text()).get("versions") or {}).get("format")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise UserError("not a readable status file", source=str(path)) from None
+        if found != str(FORMAT_VERSION):
+            raise UserError(
+                f"written in results format {found or 'unknown'}, but this pooling-lab reads format "
+                f"{FORMAT_VERSION}: choose another --out or move {Path(root)} away",
+                source=str(path),
+            )
+
+
 def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -179,14 +197,20 @@ def swept_keys(experiment: dict[str, Any]) -> list[str]:
     return list(sweep.get("grid") or {}) + list(sweep.get("zip") or {})
 
 
-def load(path: Path | str) -> Results:
-    """Read ``results/<experiment>`` into frames: ``runs``, ``metrics``, ``params``."""
-    root = Path(path)
+def read_runs(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """An experiment directory's experiment.yaml and runs.csv, after ``check_format``."""
     runs_file = root / RUNS_FILE
     if not runs_file.exists():
         raise UserError(f"not a results directory: {runs_file} is missing", source=str(root))
+    check_format(root)
     experiment = yaml.safe_load((root / EXPERIMENT_FILE).read_text()) or {}
-    runs = pd.read_csv(runs_file, dtype={"run_id": str})
+    return experiment, pd.read_csv(runs_file, dtype={"run_id": str})
+
+
+def load(path: Path | str) -> Results:
+    """Read ``results/<experiment>`` into frames: ``runs``, ``metrics``, ``params``."""
+    root = Path(path)
+    experiment, runs = read_runs(root)
     metrics, params, probes, finals, statuses = [], [], [], [], []
     for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
         files = RunFiles(root / run_dir)

@@ -1,36 +1,64 @@
-"""Run every run of a plan into ``<out>/<experiment>/``, skipping the finished ones."""
+"""Run every run of a plan into ``<out>/<experiment>/``.
+
+Finished runs are skipped and interrupted ones resumed from their checkpoints.  Each run is
+claimed first (``claims``), so several processes (``--jobs``, or ``pooling-lab run`` started twice,
+on one machine or on several sharing the directory) divide the runs and never run one twice.  A
+failed or diverged run is reported at once and the sweep goes on, unless ``fail_fast``.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pooling_lab import results
+from pooling_lab import claims, results, signals
 from pooling_lab.config import Plan, RunSpec
 from pooling_lab.data import DataSplits, load_data
 from pooling_lab.results import RunFiles
+from pooling_lab.train.context import resolve_device
 from pooling_lab.train.loop import ProgressSink, SilentProgress, Trainer
 
-Event = Callable[[str, RunSpec, dict[str, Any]], None]
+# (kind, run directory name, status); kinds: skipped, busy, started, done, failed, diverged, interrupted
+Event = Callable[[str, str, dict[str, Any]], None]
+FINISHED = ("done", "diverged")  # not run again: a diverged run is the outcome of its config
+UNSUCCESSFUL = ("failed", "diverged")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A plan checked against its inputs and its results directory, nothing written yet."""
+
+    plan: Plan
+    root: Path
+    data: dict[str, DataSplits]
 
 
 def experiment_dir(plan: Plan, out_root: Path) -> Path:
     return Path(out_root) / plan.experiment.name
 
 
-def load_all_data(plan: Plan) -> dict[str, DataSplits]:
-    """Every distinct data set of the plan, loaded before anything is written (a missing data
-    set is a user error, and it must not leave a half-made results directory behind)."""
-    loaded: dict[str, DataSplits] = {}
+def prepare(plan: Plan, out_root: Path) -> Prepared:
+    """Everything bad input can break, before anything is written: every run's device, every
+    distinct data set (loaded, or downloaded when allowed) and the format of results already
+    there."""
+    for spec in plan.runs:
+        resolve_device(spec.config.train.device)
+    data: dict[str, DataSplits] = {}
     for spec in plan.runs:
         key = _data_key(spec)
-        if key not in loaded:
-            loaded[key] = load_data(spec.config.data)
-    return loaded
+        if key not in data:
+            data[key] = load_data(spec.config.data)
+    root = experiment_dir(plan, out_root)
+    results.check_format(root)
+    return Prepared(plan, root, data)
 
 
 def _data_key(spec: RunSpec) -> str:
@@ -38,52 +66,117 @@ def _data_key(spec: RunSpec) -> str:
 
 
 def run_plan(
-    plan: Plan,
-    out_root: Path,
+    prepared: Prepared,
     progress: ProgressSink | None = None,
     on_event: Event | None = None,
+    fail_fast: bool = False,
+    since: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Train the plan's runs in order; return each run's final status."""
+    """Train the runs nobody has finished or holds, in plan order, and again while runs whose
+    process died are left; return every run's final status (see ``final_statuses``).
+
+    ``since`` is when this sweep began (a ``--jobs`` parent passes its own start to its
+    workers): a run that failed after it is not tried a second time.
+    """
+    plan, root = prepared.plan, prepared.root
     progress = progress or SilentProgress()
-    notify = on_event or (lambda kind, spec, status: None)
-    data = load_all_data(plan)
-    root = experiment_dir(plan, out_root)
+    notify = on_event or (lambda kind, run, status: None)
+    since = math.floor(since if since is not None else time.time())
     results.write_yaml(root / results.EXPERIMENT_FILE, plan.raw)
-    statuses = {spec.run_id: _known_status(root, spec) for spec in plan.runs}
-    write_runs_table(root, plan, statuses)
-    for spec in plan.runs:
-        if statuses[spec.run_id].get("status") == "done":
-            notify("skipped", spec, statuses[spec.run_id])
-            continue
-        files = RunFiles(root / spec.dir_name)
+    write_runs_table(root, plan)
+    settled: set[str] = set()
+    busy: set[str] = set()
+    while True:
+        attempted = False
+        for spec in plan.runs:
+            if spec.run_id in settled:
+                continue
+            signals.raise_if_requested()
+            kind, status = _attempt(prepared, spec, progress, notify, since)
+            if kind == "busy":
+                if spec.run_id not in busy:
+                    notify(kind, spec.dir_name, status)
+                busy.add(spec.run_id)
+                continue
+            settled.add(spec.run_id)
+            attempted |= kind != "skipped"
+            notify(kind, spec.dir_name, status)
+            if fail_fast and kind in UNSUCCESSFUL:
+                return final_statuses(prepared)
+        if not attempted:
+            return final_statuses(prepared)
+
+
+def _attempt(
+    prepared: Prepared, spec: RunSpec, progress: ProgressSink, notify: Event, since: float
+) -> tuple[str, dict[str, Any]]:
+    """Run one run if it is still to do and this process can claim it: (event kind, status)."""
+    files = RunFiles(prepared.root / spec.dir_name)
+    status = known_status(prepared.root, spec)
+    if _settled(status, since):
+        return "skipped", status
+    claim = claims.try_claim(files.root)
+    if claim is None:
+        return "busy", status | {"held_by": _owner(claims.holder(files.root))}
+    with claim:
+        status = known_status(prepared.root, spec)  # it may have finished while we looked
+        if _settled(status, since):
+            return "skipped", status
         results.write_yaml(files.config, spec.config.model_dump(mode="json", exclude={"sweep"}))
-        notify("started", spec, {})
+        notify("started", spec.dir_name, status)
         try:
-            statuses[spec.run_id] = Trainer(spec, files, data[_data_key(spec)], progress).run()
+            status = Trainer(spec, files, prepared.data[_data_key(spec)], progress).run()
         finally:
-            statuses[spec.run_id] = results.read_status(files) or statuses[spec.run_id]
-            write_runs_table(root, plan, statuses)
-        notify(statuses[spec.run_id]["status"], spec, statuses[spec.run_id])
-    return [statuses[spec.run_id] for spec in plan.runs]
+            write_runs_table(prepared.root, prepared.plan)
+    return status["status"], status
 
 
-def _known_status(root: Path, spec: RunSpec) -> dict[str, Any]:
+def _settled(status: dict[str, Any], since: float) -> bool:
+    """Finished, or failed in this sweep already (by this process or a sibling)."""
+    if status.get("status") in FINISHED:
+        return True
+    started = status.get("started")
+    return status.get("status") == "failed" and started is not None and datetime.fromisoformat(started).timestamp() >= since
+
+
+def _owner(owner: dict[str, Any] | None) -> str:
+    return f"{owner['host']}:{owner['pid']}" if owner else "another process"
+
+
+def known_status(root: Path, spec: RunSpec) -> dict[str, Any]:
     status = results.read_status(RunFiles(root / spec.dir_name))
     if status is None or status.get("run_id") != spec.run_id:
         return {"status": "pending"}
     return status
 
 
-def write_runs_table(root: Path, plan: Plan, statuses: dict[str, dict[str, Any]]) -> None:
-    rows = []
+def final_statuses(prepared: Prepared) -> list[dict[str, Any]]:
+    """Every run's status as on disk now; a run another live process holds carries ``held_by``."""
+    statuses = []
+    for spec in prepared.plan.runs:
+        status = known_status(prepared.root, spec)
+        owner = claims.holder(prepared.root / spec.dir_name)
+        statuses.append(status | {"held_by": _owner(owner)} if owner and status["status"] not in FINISHED else status)
+    return statuses
+
+
+def unfinished(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that did not end done and that no other process is still running."""
+    return [status for status in statuses if status.get("status") != "done" and "held_by" not in status]
+
+
+def write_runs_table(root: Path, plan: Plan) -> None:
+    """runs.csv from the runs' status.json files (the truth, whichever process wrote them)."""
+    rows, statuses = [], []
     for spec in plan.runs:
-        status = statuses.get(spec.run_id, {})
+        status = known_status(root, spec)
+        statuses.append(status)
         row = {"run_id": spec.run_id, "run_dir": spec.dir_name}
         row |= {key: _cell(value) for key, value in spec.swept.items()}
         row |= {"seed": spec.config.train.seed, "status": status.get("status", "pending")}
         row |= {key: status.get(key) for key in results.summary_columns(status)}
         rows.append(row)
-    summary = results.summary_columns(*statuses.values())
+    summary = results.summary_columns(*statuses)
     columns = ["run_id", "run_dir", *plan.swept_keys, "seed", "status", *summary]
     results.write_csv(root / results.RUNS_FILE, pd.DataFrame(rows, columns=columns))
 

@@ -90,3 +90,22 @@ def test_probe_at_the_learned_p_reproduces_the_evaluation() -> None:
     for metric in metrics:
         assert at_learned[metric] == pytest.approx(own[metric], abs=1e-6)
     assert not np.isclose(table.set_index("p").loc[1.0, "map"], own["map"])
+
+
+def test_multi_scale_combines_normalised_descriptors() -> None:
+    torch.manual_seed(1)
+    config = ExperimentConfig.model_validate({
+        "name": "t", "data": {"dataset": "synthetic"},
+        "model": {"backbone": {"name": "small_cnn", "width": 8, "depth": 2}, "pool": {"name": "gem"}},
+        "head": {"name": "cosine"},
+    })
+    model = build_model(config, in_channels=3, num_classes=4)
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    batches = BatchLoader(Split(images, torch.arange(12) % 4), 5, device=torch.device("cpu"),
+                          mean=(0.5,) * 3, std=(0.25,) * 3)
+    single = {s: evaluate.SplitPass(model, batches, scales=[s]).outputs().embeddings for s in (1.0, 0.5)}
+    both = evaluate.SplitPass(model, batches, scales=[1.0, 0.5], combine="mean").outputs().embeddings
+    unit = {s: torch.nn.functional.normalize(e, dim=1) for s, e in single.items()}
+    torch.testing.assert_close(both, (unit[1.0] + unit[0.5]) / 2)
+    largest = evaluate.SplitPass(model, batches, scales=[1.0, 0.5], combine="max").outputs().embeddings
+    torch.testing.assert_close(largest, torch.maximum(unit[1.0], unit[0.5]))

@@ -57,7 +57,7 @@ def write_results(root: Path, margins: tuple[float, ...], per_channel: bool = Fa
                 "test_accuracy": final_accuracy(margin, seed),
                 "test_map": final_map(margin, seed),
             }
-            results.write_json(files.status, summary)
+            results.update_status(files, **summary)
             for name, frame in frames.items():
                 rows = frame[frame["run_id"] == rid].drop(columns="run_id")
                 results.write_csv(getattr(files, name), rows)
@@ -248,7 +248,7 @@ def test_missing_results_directory_is_named(tmp_path: Path):
         tmp_path / "s.yaml", [{"name": "a", "results": "../nowhere", "plot": "p_final"}]
     )
     error = expect_error(spec, "figures.0.results")
-    assert str(tmp_path / "../nowhere") in str(error)
+    assert f"no results directory at {tmp_path.parent / 'nowhere'} " in str(error)
     assert not (tmp_path / "out").exists()
 
 

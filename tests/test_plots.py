@@ -254,8 +254,8 @@ def test_labels_of_several_keys_of_unhashable_values_and_display_names():
     )
     groups = plots.run_groups(runs, ["head.name", "model.pool.p"])
     assert groups["label"].tolist() == [
-        "head.name=arcface, model.pool.p=[1.0, 2.5]",
-        "head.name=cosface, model.pool.p={'init': 3} (failed)",
+        "head.name=arcface, model.pool.p=1,2.5",
+        "head.name=cosface, model.pool.p=init=3 (failed)",
     ]
     assert plots.run_groups(runs, [])["config"].tolist() == [plots.ALL_RUNS] * 2
     named = plots.run_groups(runs, ["head.name"], {"head.name": "loss"})
@@ -271,6 +271,10 @@ def test_format_value_is_compact():
         "True",
         "gem",
     ]
+    # a component mapping, as given and as runs.csv stores it (JSON text), reads the same
+    assert plots.format_value({"name": "gem", "p": 2.0}) == "gem,p=2"
+    assert plots.format_value('{"name": "gem", "p": 2.0}') == "gem,p=2"
+    assert plots.format_value([1, 2.5]) == "1,2.5"
 
 
 def test_learned_p_is_the_mean_final_p_per_group():
@@ -391,6 +395,20 @@ def test_p_final_figure_uses_categorical_slots_for_text_values():
     (ax,) = fig.axes
     assert list(ax.get_xticks()) == [0.0, 1.0, 2.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["arcface", "cosface", "softmax"]
+
+
+def test_final_accuracy_figure_per_categorical_value():
+    runs = make_runs()
+    runs["model.pool"] = ["avg", "avg", "gem", "gem", "max", "max"]
+    fig = plots.final_accuracy_figure(plots.SweepData(runs, ["model.pool"]))
+    (ax,) = fig.axes
+    (errorbar,) = ax.containers
+    x, y, extents = errorbar_data(errorbar)
+    by_pool = runs.groupby("model.pool")["test_accuracy"]
+    assert x == [0.0, 1.0, 2.0]
+    assert y == pytest.approx(list(by_pool.mean()))
+    assert extents == pytest.approx(list(zip(by_pool.min(), by_pool.max(), strict=True)))
+    assert ax.get_ylabel() == "test accuracy"
 
 
 def test_p_drift_figure_draws_learned_p_and_p_opt_at_the_same_x():
@@ -573,14 +591,14 @@ def test_without_probe_and_final_params_the_issue_4_figures_are_left_out():
     no_probe = plots.SweepData(
         data.runs.assign(p_opt=math.nan), data.swept, data.metrics, data.params
     )
-    assert drawn(no_probe) == ["p_trajectory", "p_final", "metric_vs_p", "accuracy"]
+    assert drawn(no_probe) == ["p_trajectory", "p_final", "metric_vs_p", "accuracy", "final_accuracy"]
 
 
 def test_p_figures_are_skipped_without_p(tmp_path):
     runs = make_runs().assign(p_final=math.nan, p_opt=math.nan)
     metrics = make_metrics().assign(p=math.nan)
     paths = plots.plot_results(runs, metrics, pd.DataFrame(), ["head.margin"], tmp_path)
-    assert_figure_files(paths, tmp_path, ["accuracy"])
+    assert_figure_files(paths, tmp_path, ["accuracy", "final_accuracy"])
 
 
 def test_single_run_single_step_without_sweep():
@@ -595,6 +613,7 @@ def test_single_run_single_step_without_sweep():
         "probe_curves",
         "metric_vs_p",
         "accuracy",
+        "final_accuracy",
     ]
 
 

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from pooling_lab.pooling import build_pool, fused, gem, gem_fused
@@ -349,6 +351,31 @@ def test_fused_equals_plain_values_and_gradients(p, dtype):
     for fused_value, plain_value in zip(*results, strict=True):
         torch.testing.assert_close(fused_value, plain_value, **tolerance)
     assert (results[0][1][x == 0] == 0).all()  # clamped inputs get no gradient
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)),
+    exponents=st.lists(st.floats(0.5, 200.0), min_size=1, max_size=4),
+    zeros=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_equals_plain_on_random_maps(shape, exponents, zeros, seed):
+    """Any size, any mix of exact zeros, scalar or per-channel p from 0.5 to 200 (float64)."""
+    n, c, h, w = shape
+    generator = seeded(seed)
+    x = torch.rand(shape, generator=generator, dtype=torch.float64) * 3
+    x = x * (torch.rand(shape, generator=generator, dtype=torch.float64) >= zeros)
+    p = exponents[0] if len(exponents) == 1 else [exponents[k % len(exponents)] for k in range(c)]
+    weights = torch.randn(n, c, generator=generator, dtype=torch.float64)
+    results = []
+    for pool in (gem_fused, gem):
+        a, q = x.clone().requires_grad_(), torch.tensor(p, dtype=torch.float64, requires_grad=True)
+        out = pool(a, q)
+        (out * weights).sum().backward()
+        results.append((out.detach(), a.grad, q.grad))
+    for fused_value, plain_value in zip(*results, strict=True):
+        torch.testing.assert_close(fused_value, plain_value, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [1, 50])

@@ -7,9 +7,18 @@ from dataclasses import dataclass
 import torch
 
 from pooling_lab.data.cifar import load_cifar
+from pooling_lab.data.imagefolder import load_image_folder
+from pooling_lab.data.imagenette import load_fastai
 from pooling_lab.data.loader import BatchLoader
 from pooling_lab.data.mnist import load_idx_dataset
-from pooling_lab.data.spec import AugmentConfig, DataConfig, SyntheticConfig
+from pooling_lab.data.spec import (
+    FASTAI_DATASETS,
+    SUBSET_DATASETS,
+    AugmentConfig,
+    DataConfig,
+    RandomResizedCropConfig,
+    SyntheticConfig,
+)
 from pooling_lab.data.splits import Source, Split, channel_stats, partition
 from pooling_lab.data.synthetic import generate
 from pooling_lab.errors import UserError
@@ -19,6 +28,7 @@ __all__ = [
     "BatchLoader",
     "DataConfig",
     "DataSplits",
+    "RandomResizedCropConfig",
     "Split",
     "SyntheticConfig",
     "load_data",
@@ -79,4 +89,8 @@ def read_source(cfg: DataConfig) -> Source:
         return generate(cfg.synthetic)
     if cfg.dataset in ("cifar10", "cifar100"):
         return load_cifar(cfg.dataset, cfg.root_path, cfg.download)
+    if cfg.dataset in FASTAI_DATASETS:
+        return load_fastai(cfg)
+    if cfg.dataset in SUBSET_DATASETS:
+        return load_image_folder(cfg)
     return load_idx_dataset(cfg.dataset, cfg.root_path, cfg.download)

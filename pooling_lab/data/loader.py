@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from pooling_lab.data.augment import crop_and_flip
+from pooling_lab.data.augment import crop_and_flip, random_resized_crop
 from pooling_lab.data.spec import AugmentConfig
 from pooling_lab.data.splits import Split
 
@@ -42,6 +42,7 @@ class BatchLoader:
         self.drop_last = drop_last
         self.crop_padding = augment.crop_padding if augment else 0
         self.flip = augment.flip if augment else False
+        self.resized_crop = augment.random_resized_crop if augment else None
         self.generator = generator
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # x = (pixel / 255 - mean) / std, folded into one multiply and one subtract
@@ -65,7 +66,12 @@ class BatchLoader:
             yield self._prepare(self.images[index]), self.labels[index]
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        if self.crop_padding or self.flip:
-            images = crop_and_flip(images, self.crop_padding, self.flip, self.generator)
-        x = images.float() * self.scale - self.shift
+        if self.resized_crop is not None:
+            crop = self.resized_crop
+            x = random_resized_crop(images.float(), crop.scale, crop.ratio, self.flip, self.generator)
+        else:
+            if self.crop_padding or self.flip:
+                images = crop_and_flip(images, self.crop_padding, self.flip, self.generator)
+            x = images.float()
+        x = x * self.scale - self.shift
         return x.contiguous(memory_format=self.memory_format)

@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DatasetName = Literal["cifar10", "cifar100", "fashion_mnist", "mnist", "synthetic"]
+DatasetName = Literal[
+    "cifar10",
+    "cifar100",
+    "fashion_mnist",
+    "imagefolder",
+    "imagenet_subset",
+    "imagenette",
+    "imagewoof",
+    "mnist",
+    "synthetic",
+]
+FASTAI_DATASETS = ("imagenette", "imagewoof")
+SUBSET_DATASETS = ("imagefolder", "imagenet_subset")
+FOLDER_DATASETS = (*FASTAI_DATASETS, *SUBSET_DATASETS)  # decoded from image files and cached
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_CACHE_ROOT = "~/.cache/pooling-lab/image-cache"
+WNID = r"^n\d{8}$"
+
+
+def _omitted_when_unset(value: Any) -> bool:
+    return value is None
+
+
+def optional_field(description: str, **constraints: Any) -> Any:
+    """An optional field left out of dumps while unset, so that adding it changed neither the
+    written config nor the run id of any existing experiment."""
+    return Field(None, description=description, exclude_if=_omitted_when_unset, **constraints)
+
+
+class RandomResizedCropConfig(BaseModel):
+    """Crop a random box (area and aspect ratio drawn per image) and resize it to the image size."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
+        (0.35, 1.0), description="[low, high] fraction of the image area the box covers."
+    )
+    ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
+        (3 / 4, 4 / 3), description="[low, high] width / height of the box, drawn log-uniformly."
+    )
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"low {value[0]} is above high {value[1]}")
+        return value
 
 
 class AugmentConfig(BaseModel):
@@ -19,6 +66,18 @@ class AugmentConfig(BaseModel):
         description="Random crop after zero-padding each side by this many pixels; 0 = off.",
     )
     flip: bool = Field(True, description="Random horizontal flip, each image its own coin.")
+    random_resized_crop: RandomResizedCropConfig | None = optional_field(
+        "Random-resized crop instead of the padded crop ({} for the defaults); crop_padding then "
+        "defaults to 0 and may not be set above it."
+    )
+
+    @model_validator(mode="after")
+    def _one_crop(self) -> AugmentConfig:
+        if self.random_resized_crop is not None:
+            if "crop_padding" in self.model_fields_set and self.crop_padding:
+                raise ValueError("choose one crop: crop_padding > 0 or random_resized_crop")
+            self.crop_padding = 0
+        return self
 
 
 class SyntheticConfig(BaseModel):
@@ -88,6 +147,32 @@ class DataConfig(BaseModel):
     synthetic: SyntheticConfig = Field(
         default_factory=SyntheticConfig, description="Generator settings for dataset: synthetic."
     )
+    image_size: int | None = optional_field(
+        f"Image-file data sets: images are decoded once, their shorter side resized to this and "
+        f"centre-cropped to a square, and cached; default {DEFAULT_IMAGE_SIZE}.",
+        ge=16,
+        le=1024,
+    )
+    variant: Literal["160", "320", "full"] | None = optional_field(
+        "imagenette, imagewoof: which published archive, by the shorter side of its images "
+        "(160 px, 320 px or full size); default 160."
+    )
+    classes: list[str] | None = optional_field(
+        "imagefolder, imagenet_subset: the class folders to use (for ImageNet, wnids such as "
+        "n01440764); labels follow their sorted order.",
+        min_length=2,
+    )
+    num_classes: int | None = optional_field(
+        "imagefolder, imagenet_subset: use this many class folders, chosen at random with "
+        "class_seed.",
+        ge=2,
+    )
+    class_seed: int | None = optional_field(
+        "Seed that chooses the num_classes classes; default 0.", ge=0
+    )
+    cache_root: str | None = optional_field(
+        f"Image-file data sets: folder of the decoded-image cache; default {DEFAULT_CACHE_ROOT}."
+    )
 
     @field_validator("val_size")
     @classmethod
@@ -98,9 +183,68 @@ class DataConfig(BaseModel):
             raise ValueError("a count of images must be a whole number")
         return value
 
+    @field_validator("variant", mode="before")
+    @classmethod
+    def _variant_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            repeated = sorted({name for name in value if value.count(name) > 1})
+            if repeated:
+                raise ValueError(f"classes repeated: {', '.join(repeated)}")
+            bad = [name for name in value if not name or "/" in name or name in (".", "..")]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not a class folder name")
+        return value
+
+    @model_validator(mode="after")
+    def _image_fields_fit_the_dataset(self) -> DataConfig:
+        applies = {
+            "image_size": FOLDER_DATASETS,
+            "cache_root": FOLDER_DATASETS,
+            "variant": FASTAI_DATASETS,
+            "classes": SUBSET_DATASETS,
+            "num_classes": SUBSET_DATASETS,
+            "class_seed": SUBSET_DATASETS,
+        }
+        for name, datasets in applies.items():
+            if getattr(self, name) is not None and self.dataset not in datasets:
+                raise ValueError(
+                    f"data.{name} applies to dataset {' and '.join(datasets)} only, "
+                    f"not {self.dataset}: remove it"
+                )
+        if self.classes is not None and self.num_classes is not None:
+            raise ValueError("give data.classes or data.num_classes, not both")
+        if self.class_seed is not None and self.num_classes is None:
+            raise ValueError("data.class_seed chooses the data.num_classes classes: set num_classes")
+        if self.dataset == "imagenet_subset":
+            if self.classes is None and self.num_classes is None:
+                raise ValueError("imagenet_subset needs data.classes (wnids) or data.num_classes")
+            bad = [name for name in self.classes or [] if not re.match(WNID, name)]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not an ImageNet wnid (n followed by 8 digits)")
+        self._fill_defaults()
+        return self
+
+    def _fill_defaults(self) -> None:
+        """Defaults of the image-file fields, set only where they apply (and so written out)."""
+        if self.dataset in FOLDER_DATASETS and self.image_size is None:
+            self.image_size = DEFAULT_IMAGE_SIZE
+        if self.dataset in FASTAI_DATASETS and self.variant is None:
+            self.variant = "160"
+        if self.num_classes is not None and self.class_seed is None:
+            self.class_seed = 0
+
     @property
     def root_path(self) -> Path:
         return Path(self.root).expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_root or DEFAULT_CACHE_ROOT).expanduser()
 
     def val_count(self, train_images: int) -> int:
         """Number of validation images out of ``train_images``; a fraction > 0 keeps at least one."""

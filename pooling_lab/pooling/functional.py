@@ -1,4 +1,5 @@
-"""Pooling ops as plain functions of tensors: (N, C, H, W) -> (N, C), computed in float32."""
+"""Pooling ops as plain functions of tensors, computed in float32 (float64 stays float64): the
+global pools (N, C, H, W) -> (N, C), and the map-to-map steps of the GeM variants."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ Groups = Annotated[int, Field(ge=1, description="number of p groups (mode: group
 Param = Literal["direct", "softplus", "log"]
 Eps = Annotated[float, Field(gt=0, lt=1, description="clamp floor of the input")]
 Impl = Literal["fused", "autograd"]
+Scales = Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1, description="resize factors")]
 
 GEM_IMPLS = {"fused": gem_fused, "autograd": gem}
 
@@ -86,7 +87,8 @@ class WeightedGeM(GeM):
     Wu et al., "Weighted Generalized Mean Pooling for Deep Image Retrieval", ICIP 2018.  The
     mask is stored at ``mask_size`` x ``mask_size`` and resized bilinearly to the input's
     H x W, so any map size works; it starts at 0.5 everywhere (GeM is homogeneous, so that is
-    GeM / 2).  It is traced as a distribution and trained in the optimiser's base group.
+    GeM / 2).  It always learns (``learnable`` is about p), is traced as a distribution and
+    trains in the optimiser's base group.
     """
 
     def __init__(
@@ -111,6 +113,9 @@ class WeightedGeM(GeM):
 
     def group_parameters(self) -> list[nn.Parameter]:
         return [parameter for name, (_, parameter) in self.traced().items() if name != "mask"]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mask_size={self.mask_size}"
 
 
 @GLOBAL_POOLS.register("agem")
@@ -201,7 +206,7 @@ class ScaleGeM(GeM):
     def __init__(
         self,
         channels: int,
-        scales: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1, description="resize factors")] = (1.0, 0.5),
+        scales: Scales = (1.0, 0.5),
         combine: Literal["max", "mean"] = "max",
         p: InitialP = 3.0,
         learnable: bool = True,

@@ -1,30 +1,37 @@
 """Train one run into its run directory.
 
-The step does no host-device synchronisation: losses, hits and the first non-finite step are
-accumulated in device tensors and read once per epoch; the pooling trace is buffered on the
-device (see ``recorder``).  At each epoch end the run directory is brought up to date
-atomically (metrics, trace, checkpoint, status), so a killed run loses at most one epoch and
-resumes from the last checkpoint with its CSV files cut back to that point.
+The step does no host-device synchronisation: losses, hits, skipped updates and the first
+non-finite step are accumulated in device tensors and read at checkpoints; the pooling trace is
+buffered on the device (see ``recorder``).  A checkpoint is written at each epoch end and, with
+``train.checkpoint_every_steps``, every N steps inside an epoch; it holds everything the rest of
+the run depends on (model, optimiser, scheduler, RNG states, the position in the epoch and the
+epoch's running sums), so a run killed at any moment resumes from its last checkpoint, with its
+CSV files cut back to that step, and ends exactly as if it had never stopped.  A SIGINT or
+SIGTERM (see ``signals``) checkpoints at the current step and stops the run as ``interrupted``.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import platform
 import time
 import traceback
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import pandas as pd
 import torch
 
-from pooling_lab import atomic, results
+from pooling_lab import atomic, results, signals
 from pooling_lab.config import RunSpec
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
 from pooling_lab.evaluate import SplitPass, accuracy_of, best_p, probe, split_metrics
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.results import RunFiles
+from pooling_lab.signals import Interrupted
 from pooling_lab.train.context import Compute, compute_for
+from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 from pooling_lab.train.optim import (
     BASE_GROUP,
     POOL_GROUP,
@@ -33,6 +40,8 @@ from pooling_lab.train.optim import (
     group_lr,
 )
 from pooling_lab.train.recorder import ParamRecorder
+
+CHECKPOINT_LAYOUT = 2  # raise when the checkpoint's contents change: an older one restarts the run
 
 
 class ProgressSink(Protocol):
@@ -56,10 +65,6 @@ class SilentProgress:
         pass
 
 
-class Diverged(Exception):
-    """A loss or pooling parameter became non-finite."""
-
-
 def current_p(model: Classifier) -> float:
     """The global pool's exponent p (its mean when per-channel), NaN if it has none."""
     traced = model.pool.traced() if hasattr(model.pool, "traced") else {}
@@ -67,6 +72,35 @@ def current_p(model: Classifier) -> float:
         return traced["p"][0].float().mean().item()
     fixed = getattr(model.pool, "p", None)
     return fixed.float().mean().item() if isinstance(fixed, torch.Tensor) else float("nan")
+
+
+@dataclass
+class EpochTotals:
+    """What an epoch sums on the device: loss times batch size, hits, images and skipped updates
+    (a skipped update's loss and hits do not count)."""
+
+    loss: torch.Tensor
+    hits: torch.Tensor
+    seen: torch.Tensor
+    skipped: torch.Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochTotals:
+        return cls(*(torch.zeros((), device=device, dtype=dtype) for dtype in (torch.float32, torch.long, torch.long, torch.long)))
+
+    def add(self, loss: torch.Tensor, hits: torch.Tensor, count: int, applied: torch.Tensor | None) -> None:
+        weight: int | torch.Tensor = count
+        if applied is not None:
+            loss, hits, weight = torch.where(applied, loss, 0.0), torch.where(applied, hits, 0), applied.long() * count
+            self.skipped += ~applied
+        self.loss += loss * weight
+        self.hits += hits
+        self.seen += weight
+
+    def read(self) -> tuple[float, float, int]:
+        """Mean loss, accuracy and the number of skipped updates (one host read)."""
+        loss, hits, seen, skipped = torch.stack([self.loss.double(), self.hits.double(), self.seen.double(), self.skipped.double()]).tolist()
+        return loss / max(seen, 1), hits / max(seen, 1), int(skipped)
 
 
 class Trainer:
@@ -97,27 +131,41 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.steps_per_epoch, self.total_steps)
         self.recorder = ParamRecorder(self.model, device)
+        self.watch = NonFiniteWatch(self.model, device)
+        self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
         self.clamp = config.optim.pool_params.clamp
         self.step = 0
         self.epoch = 0
+        self.batch = 0  # batches of the current epoch done
+        self.epoch_rng = self.generator.get_state()  # the data generator as the epoch began
+        self.totals = EpochTotals.zeros(device)
+        self.skipped_steps = 0
         self.metrics = pd.DataFrame(columns=results.METRIC_COLUMNS)
         self.params = pd.DataFrame(columns=results.PARAM_COLUMNS)
         self.elapsed = 0.0
+        self._clock = time.perf_counter()
 
     # --- state ---------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """The checkpoint.  Inside an epoch it keeps the data generator as the epoch began and
+        the number of batches done: the resumed epoch draws the same permutation and replays the
+        augmentation draws of the batches already done, so every later batch is the same."""
         return {
+            "layout": CHECKPOINT_LAYOUT,
+            "run_id": self.spec.run_id,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
+            "generator": self.epoch_rng if self.batch else self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "step": self.step,
             "epoch": self.epoch,
+            "batch": self.batch,
+            "totals": asdict(self.totals),
+            "skipped_steps": self.skipped_steps,
             "elapsed": self.elapsed,
-            "run_id": self.spec.run_id,
         }
 
     def resume(self) -> bool:
@@ -125,16 +173,20 @@ class Trainer:
         if not self.files.checkpoint.exists():
             return False
         state = torch.load(self.files.checkpoint, map_location=self.compute.device, weights_only=False)
-        if state.get("run_id") != self.spec.run_id:
+        if state.get("run_id") != self.spec.run_id or state.get("layout") != CHECKPOINT_LAYOUT:
             return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
+        self.epoch_rng = state["generator"]
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.step, self.epoch, self.elapsed = state["step"], state["epoch"], state["elapsed"]
+        self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
+        self.totals = EpochTotals(**state["totals"])
+        self.skipped_steps, self.elapsed = state["skipped_steps"], state["elapsed"]
+        self.watch = NonFiniteWatch(self.model, self.compute.device)
         metrics = results.read_csv(self.files.metrics, results.METRIC_COLUMNS)
         params = results.read_csv(self.files.params, results.PARAM_COLUMNS)
         self.metrics = metrics[metrics["step"] <= self.step].reset_index(drop=True)
@@ -147,9 +199,12 @@ class Trainer:
         resumed = self.resume()
         if not resumed:
             self.recorder.capture(0, 0.0, with_grad=False)
+        attempts = (results.read_status(self.files) or {}).get("attempts", 0) + 1
         results.update_status(
             self.files, status="running", run_id=self.spec.run_id, device=str(self.compute.device),
-            started=results.now(), resumed_from_step=self.step if resumed else None, error=None,
+            host=platform.node(), pid=os.getpid(), attempts=attempts, started=results.now(),
+            epoch=self.epoch, epochs=self.config.train.epochs, step=self.step, total_steps=self.total_steps,
+            resumed_from_step=self.step if resumed else None, error=None, traceback=None,
         )
         self.progress.run_started(self.spec, self.total_steps, self.step)
         try:
@@ -158,8 +213,15 @@ class Trainer:
             status = self.evaluate_final(self.config.eval.probe_p)
         except Diverged as error:
             self._save_records()
-            status = results.update_status(self.files, status="diverged", error=str(error), **self._summary())
-        except KeyboardInterrupt:
+            status = results.update_status(
+                self.files, status="diverged", error=str(error), diverged_step=error.step,
+                last_finite=error.last_finite, **self._summary(),
+            )
+        except Interrupted as error:  # checkpointed where it was raised
+            status = results.update_status(self.files, status="interrupted", error=str(error), **self._summary())
+            self.progress.run_finished(self.spec, status)
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: keep what was recorded, resume from the last checkpoint
             self._save_records()
             results.update_status(self.files, status="interrupted", error="interrupted by the user", **self._summary())
             raise
@@ -174,54 +236,87 @@ class Trainer:
         return status
 
     def _train_epoch(self) -> None:
-        model, device = self.model, self.compute.device
-        model.train()
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        hits = torch.zeros((), device=device, dtype=torch.long)
-        first_nonfinite = torch.full((), -1, device=device, dtype=torch.long)
-        seen = 0
-        every = self.config.record.every_steps
-        for images, labels in self.train_batches:
-            with self.compute.autocast():
-                embeddings = model.embed(images)
-                logits = model.head(embeddings, labels)
-                loss = model.head.loss(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            if self.clamp is not None:
-                for _, pool in model.pools():
-                    pool.clamp_exponents_(*self.clamp)
-            self.step += 1
-            with torch.no_grad():
-                loss = loss.detach()
-                loss_sum += loss * labels.numel()
-                hits += (model.head(embeddings.detach()).argmax(dim=1) == labels).sum()
-                bad = ~torch.isfinite(loss) & (first_nonfinite < 0)
-                first_nonfinite = torch.where(bad, self.step, first_nonfinite)
-            seen += labels.numel()
-            if self.step % every == 0 or self.step == self.total_steps:
-                self.recorder.capture(self.step, self.step / self.steps_per_epoch)
-            self.progress.step()
-        self.epoch += 1
-        self.elapsed += time.perf_counter() - started
-        self._end_epoch(loss_sum.item() / max(seen, 1), hits.item() / max(seen, 1), int(first_nonfinite.item()))
+        if self.batch == 0:
+            self.epoch_rng = self.generator.get_state()
+            self.totals = EpochTotals.zeros(self.compute.device)
+        self.model.train()
+        self._clock = time.perf_counter()
+        every = self.config.train.checkpoint_every_steps
+        for index, (images, labels) in enumerate(self.train_batches):
+            if index < self.batch:
+                continue  # done before the checkpoint; drawn again to keep the random stream in step
+            self._train_step(images, labels)
+            self.batch += 1
+            signum = signals.requested()
+            if signum is not None:
+                self._checkpoint()
+                raise Interrupted(signum)
+            if every and self.step % every == 0 and self.batch < self.steps_per_epoch:
+                self._checkpoint()
+        self.epoch, self.batch = self.epoch + 1, 0
+        self._end_epoch()
 
-    def _end_epoch(self, train_loss: float, train_accuracy: float, first_nonfinite: int) -> None:
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        model = self.model
+        with self.compute.autocast():
+            embeddings = model.embed(images)
+            logits = model.head(embeddings, labels)
+            loss = model.head.loss(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.detach()
+        applied = None
+        if self.skip_nonfinite:
+            applied = guarded_step(self.optimizer, loss)
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.clamp is not None:
+            for _, pool in model.pools():
+                pool.clamp_exponents_(*self.clamp)
+        self.step += 1
+        with torch.no_grad():
+            hits = (model.head(embeddings.detach()).argmax(dim=1) == labels).sum()
+            self.totals.add(loss, hits, labels.numel(), applied)
+            self.watch.observe(self.step, None if self.skip_nonfinite else loss)
+        if self.step % self.config.record.every_steps == 0 or self.step == self.total_steps:
+            self.recorder.capture(self.step, self.step / self.steps_per_epoch)
+        self.progress.step()
+
+    def _tick(self) -> None:
+        """Add the time since the last tick to ``elapsed``."""
+        now = time.perf_counter()
+        self.elapsed, self._clock = self.elapsed + now - self._clock, now
+
+    def _end_epoch(self) -> None:
+        self._tick()
+        train_loss, train_accuracy, skipped = self.totals.read()
+        self.skipped_steps += skipped
         p = current_p(self.model)
-        if first_nonfinite >= 0 or not math.isfinite(p):
+        try:
+            self.watch.check()
+            if skipped == self.steps_per_epoch:
+                first = self.step - self.steps_per_epoch + 1
+                raise Diverged(f"every update of epoch {self.epoch} was non-finite and skipped (from step {first})",
+                               first, self.watch.last_finite_values())
+        except Diverged:
             self._append_metrics(train_loss, train_accuracy, float("nan"), float("nan"), p)
-            where = f"step {first_nonfinite}" if first_nonfinite >= 0 else f"epoch {self.epoch}"
-            raise Diverged(f"non-finite {'loss' if first_nonfinite >= 0 else 'pooling parameter'} at {where}")
+            raise
         val = self._accuracy(self.val_batches)
         test = self._accuracy(self.test_batches)
         row = self._append_metrics(train_loss, train_accuracy, val, test, p)
+        self._checkpoint()
+        self.progress.epoch_done(row)
+
+    def _checkpoint(self) -> None:
+        """Bring the run directory up to the current step: trace and metrics first, then the
+        checkpoint, then the status (a kill between two writes loses nothing: on resume the
+        CSVs are cut back to the checkpoint's step)."""
+        self.watch.check()
+        self._tick()
         self._save_records()
         atomic.save_torch(self.files.checkpoint, self.state())
         results.update_status(self.files, status="running", epoch=self.epoch, step=self.step)
-        self.progress.epoch_done(row)
 
     def _accuracy(self, batches: BatchLoader | None) -> float:
         if batches is None:
@@ -279,7 +374,7 @@ class Trainer:
         last = self.metrics.iloc[-1] if not self.metrics.empty else {}
         return {
             "epoch": self.epoch, "step": self.step, "wall_time_s": round(self.elapsed, 3),
-            "p_final": current_p(self.model),
+            "p_final": current_p(self.model), "skipped_steps": self.skipped_steps,
             "test_accuracy": float(last.get("test_accuracy", float("nan"))) if len(last) else float("nan"),
             "val_accuracy": float(last.get("val_accuracy", float("nan"))) if len(last) else float("nan"),
         }

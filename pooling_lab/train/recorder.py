@@ -4,7 +4,7 @@ Every pooling module declares what it wants traced (``Pool.traced``).  A scalar 
 recorded as its value; a vector (per-channel p) as its distribution: mean, std, min, the 5/25/
 50/75/95% quantiles and max, with the same statistic of its gradient beside it.  Rows are
 written into a preallocated device tensor and copied to the host only when the buffer is full or
-drained (at epoch end), so recording adds no host-device synchronisation to a training step.
+drained (at checkpoints and epoch ends), so recording adds no host-device synchronisation to a training step.
 """
 
 from __future__ import annotations
@@ -88,8 +88,10 @@ class ParamRecorder:
         count = len(self._steps)
         if count == 0:
             return
-        values = self._values[:count].cpu().numpy()
-        grads = self._grads[:count].cpu().numpy()
+        # float64 on the host: a resumed run's rows, read back from params.csv, are float64 too,
+        # so the file is written the same way whether or not the run was interrupted
+        values = self._values[:count].cpu().double().numpy()
+        grads = self._grads[:count].cpu().double().numpy()
         width = len(self.columns)
         steps = [s for s, _ in self._steps]
         epochs = [e for _, e in self._steps]

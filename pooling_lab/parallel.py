@@ -1,0 +1,159 @@
+"""``pooling-lab run --jobs N``: N worker processes train one plan at once.
+
+Each worker is ``python -m pooling_lab.parallel JOB`` and runs the ordinary sweep, so the workers
+divide the runs through the claim files exactly as separate ``pooling-lab run`` processes do.
+Each gets ``cores // N`` CPU threads, or one GPU when several are visible.  Workers report their
+events as JSON lines on stdout; the parent prints them and forwards SIGINT / SIGTERM (the workers
+run in their own sessions, so a Ctrl-C reaches them once, through the parent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pooling_lab import signals
+from pooling_lab.config import RunSpec
+from pooling_lab.errors import UserError
+from pooling_lab.progress import EventLines
+from pooling_lab.sweep import UNSUCCESSFUL
+
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to rebuild the plan and its share of the machine."""
+
+    experiment: str
+    out: str
+    overrides: list[str] = field(default_factory=list)
+    threads: int = 1
+    fail_fast: bool = False
+    since: float = 0.0
+
+
+def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
+    """Run ``jobs`` workers to the end; return the signal that stopped them, if one did."""
+    gpus = _visible_gpus()
+    workers = []
+    for index in range(jobs):
+        env = dict(os.environ)
+        if len(gpus) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "pooling_lab.parallel", json.dumps(asdict(job))],
+            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        ))
+    events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    for worker in workers:
+        threading.Thread(target=_read_lines, args=(worker.stdout, events), daemon=True).start()
+    stopped_by: int | None = None
+    open_streams = len(workers)
+    while open_streams:
+        signum = signals.requested()
+        if signum is not None and stopped_by is None:
+            stopped_by = signum
+            _send(workers, signum)
+        try:
+            event = events.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+        if event is None:
+            open_streams -= 1
+        elif event["kind"] == "epoch":
+            report.epoch(event["run"], event["row"], event["epochs"])
+        else:
+            report(event["kind"], event["run"], event["status"])
+            if job.fail_fast and event["kind"] in UNSUCCESSFUL:
+                _send(workers, signal.SIGTERM)
+    for worker in workers:
+        worker.wait()
+    return stopped_by
+
+
+def _visible_gpus() -> list[str]:
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return listed.split(",")[:count] if listed else [str(index) for index in range(count)]
+
+
+def _read_lines(stream: IO[str], events: queue.Queue) -> None:
+    for line in stream:
+        events.put(json.loads(line))
+    events.put(None)
+
+
+def _send(workers: list[subprocess.Popen], signum: int) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signum)
+
+
+# --- the worker ------------------------------------------------------------------------------------
+
+
+class JsonLines:
+    """A ``ProgressSink`` and ``sweep.Event`` that writes one JSON line per event to stdout."""
+
+    def __init__(self) -> None:
+        self.run = ""
+        self.epochs = 0
+
+    def emit(self, **event: Any) -> None:
+        print(json.dumps(event, default=str), flush=True)
+
+    def __call__(self, kind: str, run: str, status: dict[str, Any]) -> None:
+        self.emit(kind=kind, run=run, status=status)
+
+    def run_started(self, spec: RunSpec, total_steps: int, done_steps: int) -> None:
+        self.run, self.epochs = spec.dir_name, spec.config.train.epochs
+
+    def step(self) -> None:
+        pass
+
+    def epoch_done(self, row: dict[str, Any]) -> None:
+        self.emit(kind="epoch", run=self.run, row=row, epochs=self.epochs)
+
+    def run_finished(self, spec: RunSpec, status: dict[str, Any]) -> None:
+        pass
+
+
+def worker(job: Job) -> int:
+    import torch
+
+    from pooling_lab.config import load_plan
+    from pooling_lab.sweep import prepare, run_plan
+
+    torch.set_num_threads(job.threads)
+    sink = JsonLines()
+    with signals.catching():
+        try:
+            prepared = prepare(load_plan(job.experiment, job.overrides), Path(job.out))
+            run_plan(prepared, progress=sink, on_event=sink, fail_fast=job.fail_fast, since=job.since)
+        except signals.Interrupted as error:
+            return error.exit_code
+        except UserError as error:
+            print(f"error: {error.one_line()}", file=sys.stderr)
+            return error.exit_code
+    return 0
+
+
+def new_job(experiment: Path, out: Path, overrides: list[str], jobs: int, fail_fast: bool) -> Job:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return Job(str(experiment), str(out), list(overrides), threads, fail_fast, time.time())
+
+
+if __name__ == "__main__":
+    sys.exit(worker(Job(**json.loads(sys.argv[1]))))
