@@ -13,6 +13,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.report import print_table
 from pooling_lab.data import AugmentConfig, BatchLoader, Split
 
 SHAPES = {"fmnist 1x28x28": (1, 28, 28), "cifar 3x32x32": (3, 32, 32)}
@@ -42,7 +43,7 @@ class PerSampleDataset(Dataset):
 def _epoch_seconds(batches) -> float:
     start = time.thread_time()
     for images, labels in batches:
-        images.sum()  # touch the batch as a training step would
+        images.sum(), labels.sum()  # touch the batch as a training step would
     return time.thread_time() - start
 
 
@@ -84,8 +85,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    for row in run(quick="--quick" in (sys.argv[1:] if argv is None else argv)):
-        print(row)
+    print_table(run(quick="--quick" in (sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

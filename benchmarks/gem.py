@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.report import print_table
 from pooling_lab.pooling import avg_pool, gem, gem_fused
 
 SHAPES = [(256, 512, 4, 4), (128, 512, 8, 8), (64, 2048, 7, 7)]
@@ -72,12 +73,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    rows = run(quick="--quick" in (sys.argv[1:] if argv is None else argv))
-    columns = list(rows[0])
-    widths = [max(len(column), *(len(str(row[column])) for row in rows)) for column in columns]
-    print("  ".join(column.rjust(width) for column, width in zip(columns, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(row[column]).rjust(width) for column, width in zip(columns, widths, strict=True)))
+    print_table(run(quick="--quick" in (sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
