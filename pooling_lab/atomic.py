@@ -5,7 +5,6 @@ A reader (or a resumed run) therefore sees either the old file or the new one, n
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -37,8 +36,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` straight into the temporary file (no in-memory copy of a large tensor)."""
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getvalue())
+    _write_atomic(path, lambda handle: torch.save(obj, handle), "wb")

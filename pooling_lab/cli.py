@@ -99,10 +99,10 @@ def run(
                 with display or contextlib.nullcontext():
                     statuses = run_plan(prepared, progress=display, on_event=report, fail_fast=fail_fast)
         except signals.Interrupted as error:
-            errors.print(f"{error}: checkpointed; run the same command again to resume")
+            errors.print(f"{error}: checkpointed; run the same command again to resume", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            errors.print("interrupted: run the same command again to resume from the last checkpoint")
+            errors.print("interrupted: run the same command again to resume from the last checkpoint", soft_wrap=True)
             raise typer.Exit(130) from None
     if not quiet:
         console.print(summary_table(plan, statuses))
@@ -122,7 +122,7 @@ def status(
     import json
 
     from pooling_lab.overview import overview
-    from pooling_lab.progress import status_table
+    from pooling_lab.progress import error_lines, status_table
 
     with user_errors(debug):
         view = overview(results_dir)
@@ -130,6 +130,8 @@ def status(
         typer.echo(json.dumps(view.as_json(), indent=2, default=str))
     else:
         console.print(status_table(f"{view.name}: {len(view.runs)} runs", view.runs))
+        for line in error_lines(view.runs):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

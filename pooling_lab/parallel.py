@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pooling_lab import signals
+from pooling_lab.claims import HOST
 from pooling_lab.config import RunSpec
 from pooling_lab.errors import UserError
 from pooling_lab.progress import EventLines
@@ -57,6 +58,8 @@ def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
     for worker in workers:
         threading.Thread(target=_read_lines, args=(worker.stdout, events), daemon=True).start()
+    siblings = {f"{HOST}:{worker.pid}" for worker in workers}
+    told: set[str] = set()  # runs the user has heard of; a sibling's run is not news to them
     stopped_by: int | None = None
     open_streams = len(workers)
     while open_streams:
@@ -72,7 +75,12 @@ def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
             open_streams -= 1
         elif event["kind"] == "epoch":
             report.epoch(event["run"], event["row"], event["epochs"])
+        elif event["kind"] in ("skipped", "busy"):
+            if event["run"] not in told and event["status"].get("held_by") not in siblings:
+                report(event["kind"], event["run"], event["status"])
+            told.add(event["run"])
         else:
+            told.add(event["run"])
             report(event["kind"], event["run"], event["status"])
             if job.fail_fast and event["kind"] in UNSUCCESSFUL:
                 _send(workers, signal.SIGTERM)

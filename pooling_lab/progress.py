@@ -84,13 +84,14 @@ class EventLines:
             self.bars.skipped()
         if kind in ("failed", "diverged"):
             where = self.root / run / (status.get("traceback") or "status.json")
-            self.errors.print(f"[red]{escape(run)}: {kind}[/]: {escape(str(status.get('error', '')))} ({where})", highlight=False)
+            self.errors.print(f"[red]{escape(run)}: {kind}[/]: {escape(str(status.get('error', '')))} ({where})",
+                              highlight=False, soft_wrap=True)
         elif self.lines:
-            self.console.print(f"{run}: {self.describe(kind, status)}", markup=False, highlight=False)
+            self.console.print(f"{run}: {self.describe(kind, status)}", markup=False, highlight=False, soft_wrap=True)
 
     def epoch(self, run: str, row: dict[str, Any], epochs: int) -> None:
         if self.lines:
-            self.console.print(f"{run}: {epoch_line(row, epochs)}", markup=False, highlight=False)
+            self.console.print(f"{run}: {epoch_line(row, epochs)}", markup=False, highlight=False, soft_wrap=True)
 
     @staticmethod
     def describe(kind: str, status: dict[str, Any]) -> str:
@@ -130,21 +131,26 @@ def summary_table(plan: Plan, statuses: list[dict[str, Any]]) -> Table:
 
 
 def status_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    """``pooling-lab status``: each run's state, progress, final p and accuracy, and error (the
-    run's name already holds its swept values and seed)."""
+    """``pooling-lab status``: each run's state, progress, final p and accuracy (the run's name
+    holds its swept values and seed); the errors follow as ``error_lines``."""
     table = Table(title=title)
     for column in ["run", "state", "epoch", "step", "p", "test acc", "tries"]:
         table.add_column(column, no_wrap=True)
-    table.add_column("error", overflow="fold", ratio=1)
     for row in rows:
-        state = row["state"] + (f" ({row['held_by']})" if row.get("held_by") else "")
         table.add_row(
-            row["run"], state,
+            row["run"], row["state"] + (f" ({row['held_by']})" if row.get("held_by") else ""),
             _progress(row.get("epoch"), row.get("epochs")), _progress(row.get("step"), row.get("total_steps")),
             _fmt(row.get("p_final"), 4), _fmt(row.get("test_accuracy"), 4), _fmt(row.get("attempts")),
-            escape(row.get("error") or ""),
         )
     return table
+
+
+def error_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per run with an error: run, state, error and where the traceback is."""
+    return [
+        f"{row['run']}: {row['state']}: {row['error']}" + (f" ({row['traceback']})" if row.get("traceback") else "")
+        for row in rows if row.get("error")
+    ]
 
 
 def _progress(done: Any, total: Any) -> str:

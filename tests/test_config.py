@@ -359,7 +359,7 @@ def test_cli_subprocess_dry_run_and_error(tmp_path):
     assert "Traceback" not in failed.stderr + failed.stdout
 
 
-# --- property: no input makes load_plan fail with anything but a one-line UserError --------------
+# --- property: no input makes load_plan fail with anything but a one-line UserError (exit 2) -----
 
 VALID = {
     "name": "fuzz",
@@ -367,7 +367,7 @@ VALID = {
     "model": {"backbone": {"name": "small_cnn", "width": 8}, "pool": {"name": "gem", "p": 3.0}},
     "head": {"name": "arcface", "scale": 16.0, "margin": 0.2},
     "optim": {"lr": 0.1, "pool_params": {"lr_mult": 10.0, "clamp": [1.0, None]}},
-    "train": {"epochs": 2, "seed": 0},
+    "train": {"epochs": 2, "seed": 0, "checkpoint_every_steps": 5, "on_nonfinite": "skip_step"},
     "sweep": {"grid": {"head.margin": [0.0, 0.3]}, "zip": {"optim.lr": [0.1, 0.2]}, "seeds": [0, 1]},
 }
 
@@ -413,5 +413,9 @@ def test_mutated_experiments_give_a_plan_or_a_one_line_error(tmp_path_factory, c
     except UserError as error:
         assert "\n" not in str(error)
         assert str(error).startswith(str(path))
+        expected = (2, [f"error: {error}"])
     else:
         assert isinstance(plan, Plan) and plan.runs
+        expected = (0, [])
+    result = runner.invoke(app, ["validate", str(path)])  # and the command line: exit 2, one line, no traceback
+    assert (result.exit_code, result.stderr.splitlines()) == expected

@@ -23,7 +23,9 @@ def crop_and_flip(
     device = images.device
     if padding:
         images = F.pad(images, (padding, padding, padding, padding))
-        top, left = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=device)
+        top, left = torch.randint(
+            0, 2 * padding + 1, (2, batch), generator=generator, device=device
+        )
         start = top * (width + 2 * padding) + left  # (B,)
     else:
         start = torch.zeros(batch, dtype=torch.long, device=device)

@@ -35,6 +35,16 @@ from pooling_lab.errors import UserError
 
 FORMAT_VERSION = 1  # bump when decode_image changes what it produces
 MAX_THREADS = 16
+# what torch.load and a cache file of unexpected content can raise
+UNREADABLE = (
+    OSError,
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
@@ -101,7 +111,9 @@ def cached_split(
     try:
         save_torch(path, {"key": key, "images": split.images, "labels": split.labels})
     except OSError as error:
-        raise UserError(f"cannot write the image cache: {error}", field="data.cache_root") from error
+        raise UserError(
+            f"cannot write the image cache: {error}", field="data.cache_root"
+        ) from error
     return split
 
 
@@ -114,7 +126,7 @@ def _read(path: Path, key: str) -> Split | None:
         if content["key"] != key:
             return None
         return Split(content["images"], content["labels"])
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
+    except UNREADABLE:
         return None  # damaged or from another format: rebuilt and overwritten
 
 

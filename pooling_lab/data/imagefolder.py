@@ -34,7 +34,9 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(
         entry
         for entry in folder.iterdir()
-        if entry.suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
+        if entry.suffix.lower() in IMAGE_SUFFIXES
+        and not entry.name.startswith(".")
+        and entry.is_file()
     )
 
 
@@ -74,7 +76,9 @@ def read_tree(
         for label, class_folder in enumerate(classes):
             found = image_files(folder / class_folder) if (folder / class_folder).is_dir() else []
             if folder_name == "train" and not found:
-                raise UserError("a train class folder without images", source=str(folder / class_folder))
+                raise UserError(
+                    "a train class folder without images", source=str(folder / class_folder)
+                )
             files += found
             labels += [label] * len(found)
         if not files:

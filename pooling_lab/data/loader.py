@@ -68,7 +68,9 @@ class BatchLoader:
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if self.resized_crop is not None:
             crop = self.resized_crop
-            x = random_resized_crop(images.float(), crop.scale, crop.ratio, self.flip, self.generator)
+            x = random_resized_crop(
+                images.float(), crop.scale, crop.ratio, self.flip, self.generator
+            )
         else:
             if self.crop_padding or self.flip:
                 images = crop_and_flip(images, self.crop_padding, self.flip, self.generator)

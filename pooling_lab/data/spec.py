@@ -124,7 +124,9 @@ class DataConfig(BaseModel):
 
     dataset: DatasetName = Field(description="Which data set to train and test on.")
     root: str = Field(
-        "~/.cache/pooling-lab", description="Folder that holds (or receives) the data sets."
+        "~/.cache/pooling-lab",
+        description="Folder that holds (or receives) the data sets; for imagefolder and "
+        "imagenet_subset, the folder that holds train/ and val/.",
     )
     download: bool = Field(
         False, description="Download a missing data set from its official source (needs internet)."
@@ -213,13 +215,15 @@ class DataConfig(BaseModel):
         for name, datasets in applies.items():
             if getattr(self, name) is not None and self.dataset not in datasets:
                 raise ValueError(
-                    f"data.{name} applies to dataset {' and '.join(datasets)} only, "
+                    f"data.{name} applies only to dataset {', '.join(datasets)}, "
                     f"not {self.dataset}: remove it"
                 )
         if self.classes is not None and self.num_classes is not None:
             raise ValueError("give data.classes or data.num_classes, not both")
         if self.class_seed is not None and self.num_classes is None:
-            raise ValueError("data.class_seed chooses the data.num_classes classes: set num_classes")
+            raise ValueError(
+                "data.class_seed chooses the data.num_classes classes: set num_classes"
+            )
         if self.dataset == "imagenet_subset":
             if self.classes is None and self.num_classes is None:
                 raise ValueError("imagenet_subset needs data.classes (wnids) or data.num_classes")

@@ -9,6 +9,8 @@ from torch import nn
 from pooling_lab.heads import build_head
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.models.classifier import Classifier, Embedding
+from pooling_lab.models.resnet import ResNet
+from pooling_lab.models.torchvision_backbone import TorchvisionBackbone
 from pooling_lab.models.vit import ViT
 from pooling_lab.pooling import build_pool
 from pooling_lab.pooling.local_pools import local_pool_factory
@@ -37,4 +39,4 @@ def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) ->
     return Classifier(backbone, pool, embedding, head)
 
 
-__all__ = ["BACKBONES", "Classifier", "ViT", "build_model"]
+__all__ = ["BACKBONES", "Classifier", "ResNet", "TorchvisionBackbone", "ViT", "build_model"]

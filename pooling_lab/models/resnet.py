@@ -59,7 +59,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """The ImageNet ResNet: stem, then ``blocks[i]`` blocks of type ``block`` in stage i."""
+    """The ImageNet ResNet: stem, then ``blocks[i]`` blocks of type ``block`` in stage i, whose
+    blocks output ``width * 2**i * expansion`` channels."""
 
     def __init__(
         self,
@@ -67,10 +68,10 @@ class ResNet(nn.Module):
         block: type[BasicBlock] | type[Bottleneck],
         blocks: tuple[int, int, int, int],
         width: int,
+        expansion: int,
         local_pool: LocalPoolFactory | None,
     ):
         super().__init__()
-        expansion = getattr(block, "expansion", 1)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
             nn.BatchNorm2d(width),
@@ -100,16 +101,16 @@ class ResNet(nn.Module):
 @BACKBONES.register("resnet18")
 def resnet18(in_channels: int, width: Width = 64, local_pool: LocalPoolFactory | None = None) -> ResNet:
     """ResNet-18 (ImageNet stem, BasicBlocks 2-2-2-2): 8 * width channels, 1/32 of the input side."""
-    return ResNet(in_channels, BasicBlock, (2, 2, 2, 2), width, local_pool)
+    return ResNet(in_channels, BasicBlock, (2, 2, 2, 2), width, 1, local_pool)
 
 
 @BACKBONES.register("resnet34")
 def resnet34(in_channels: int, width: Width = 64, local_pool: LocalPoolFactory | None = None) -> ResNet:
     """ResNet-34 (ImageNet stem, BasicBlocks 3-4-6-3): 8 * width channels, 1/32 of the input side."""
-    return ResNet(in_channels, BasicBlock, (3, 4, 6, 3), width, local_pool)
+    return ResNet(in_channels, BasicBlock, (3, 4, 6, 3), width, 1, local_pool)
 
 
 @BACKBONES.register("resnet50")
 def resnet50(in_channels: int, width: Width = 64, local_pool: LocalPoolFactory | None = None) -> ResNet:
     """ResNet-50 (ImageNet stem, Bottlenecks 3-4-6-3): 32 * width channels, 1/32 of the input side."""
-    return ResNet(in_channels, Bottleneck, (3, 4, 6, 3), width, local_pool)
+    return ResNet(in_channels, Bottleneck, (3, 4, 6, 3), width, Bottleneck.expansion, local_pool)
