@@ -78,13 +78,15 @@ def test_pool_width_sizes_the_head():
 
 
 # A local pool replaces every downsampling point and halves with ceil, like the native ones:
-# small_cnn depth 3 has 2 (28 -> 14 -> 7), resnet18_cifar 3 (28 -> 14 -> 7 -> 4).
+# small_cnn depth 3 has 2 (28 -> 14 -> 7), resnet18_cifar 3 (28 -> 14 -> 7 -> 4), fast_cifar 3
+# (32 -> 16 -> 8 -> 4, ending at 4 * width channels).
 @pytest.mark.parametrize("local_pool", LOCAL_POOLS.names())
 @pytest.mark.parametrize(
     ("spec", "channels", "size", "expected", "points"),
     [
         ({"name": "small_cnn", "width": 4, "depth": 3}, 1, 28, (16, 7, 7), 2),
         ({"name": "resnet18_cifar", "width": 4}, 3, 28, (32, 4, 4), 3),
+        ({"name": "fast_cifar", "width": 8}, 3, 32, (32, 4, 4), 3),
     ],
 )
 def test_every_backbone_takes_every_local_pool(local_pool, spec, channels, size, expected, points):
@@ -168,3 +170,11 @@ def test_vit_rejects_local_pools_and_bad_shapes():
     vit = BACKBONES.build("vit_tiny", in_channels=3, dim=16, depth=1, heads=2)
     with pytest.raises(ValueError, match="patch_size"):
         vit(images(1, 3, 30))
+
+
+def test_fast_cifar_native_downsampling_shapes():
+    backbone = BACKBONES.build("fast_cifar", in_channels=3, width=8)
+    out = backbone(images(2, 3, 32))
+    assert backbone.out_channels == 32 and out.shape == (2, 32, 4, 4)
+    assert (out >= 0).all()
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in backbone.modules()) == 3

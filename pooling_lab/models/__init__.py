@@ -9,6 +9,7 @@ from torch import nn
 from pooling_lab.heads import build_head
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.models.classifier import Classifier, Embedding
+from pooling_lab.models.fast_cifar import FastCifar
 from pooling_lab.models.resnet import ResNet
 from pooling_lab.models.torchvision_backbone import TorchvisionBackbone
 from pooling_lab.models.vit import ViT
@@ -39,4 +40,4 @@ def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) ->
     return Classifier(backbone, pool, embedding, head)
 
 
-__all__ = ["BACKBONES", "Classifier", "ResNet", "TorchvisionBackbone", "ViT", "build_model"]
+__all__ = ["BACKBONES", "Classifier", "FastCifar", "ResNet", "TorchvisionBackbone", "ViT", "build_model"]
