@@ -15,7 +15,7 @@ import torch
 from benchmarks.report import print_table
 from pooling_lab import results
 from pooling_lab.config import load_plan
-from pooling_lab.sweep import run_plan
+from pooling_lab.sweep import prepare, run_plan
 
 EXPERIMENT = Path(__file__).parent.parent / "experiments" / "fast_cifar.yaml"
 TARGET = 0.94
@@ -27,7 +27,7 @@ def run(seeds: int = 1) -> list[dict]:
         return []
     plan = load_plan(EXPERIMENT, [f"sweep.seeds={list(range(seeds))}"])
     with tempfile.TemporaryDirectory() as out:
-        run_plan(plan, Path(out))
+        run_plan(prepare(plan, Path(out)))
         loaded = results.load(Path(out) / plan.experiment.name)
     rows = []
     for run_id, metrics in loaded.metrics.groupby("run_id"):

@@ -62,7 +62,8 @@ def is_live(owner: dict[str, Any] | None, now: float | None = None) -> bool:
     is a leftover of an earlier process that had the same pid, so it is not live."""
     if owner is None:
         return False
-    if owner.get("host") == HOST and (owner.get("pid") == os.getpid() or not _pid_alive(owner.get("pid", -1))):
+    pid = owner.get("pid")
+    if owner.get("host") == HOST and (pid == os.getpid() or not (isinstance(pid, int) and pid > 0 and _pid_alive(pid))):
         return False
     return (now or time.time()) - float(owner.get("heartbeat", 0.0)) < STALE_AFTER_S
 
@@ -109,7 +110,10 @@ class Claim:
 
     def _beat_until_stopped(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            self.beat()
+            try:
+                self.beat()
+            except OSError:  # a passing hiccup of a shared file system: try again next time
+                continue
 
 
 def try_claim(run_dir: Path) -> Claim | None:
@@ -125,7 +129,7 @@ def try_claim(run_dir: Path) -> Claim | None:
     }
     path = run_dir / f"claim.{generation}.json"
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".claim.", suffix=".tmp", dir=run_dir)
+    fd, temporary = tempfile.mkstemp(prefix=".claim.", suffix=".new", dir=run_dir)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(owner))

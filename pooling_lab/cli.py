@@ -87,7 +87,7 @@ def run(
             return
         prepared = prepare(plan, out)
     display = None if quiet or jobs > 1 else RichProgress(console, len(plan.runs))
-    report = EventLines(console, errors, root, lines=display is None, bars=display)
+    report = EventLines(console, errors, root, lines=display is None, bars=display, epochs=jobs > 1 and not quiet)
     with signals.catching(), user_errors(debug):
         try:
             if jobs > 1:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +40,7 @@ class Job:
     overrides: list[str] = field(default_factory=list)
     threads: int = 1
     fail_fast: bool = False
-    since: float = 0.0
+    session: str = ""
 
 
 def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
@@ -63,6 +63,8 @@ def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
     stopped_by: int | None = None
     open_streams = len(workers)
     while open_streams:
+        for worker in workers:
+            worker.poll()  # reap a worker that died, so its claims are seen to be dead
         signum = signals.requested()
         if signum is not None and stopped_by is None:
             stopped_by = signum
@@ -149,7 +151,7 @@ def worker(job: Job) -> int:
     with signals.catching():
         try:
             prepared = prepare(load_plan(job.experiment, job.overrides), Path(job.out))
-            run_plan(prepared, progress=sink, on_event=sink, fail_fast=job.fail_fast, since=job.since)
+            run_plan(prepared, progress=sink, on_event=sink, fail_fast=job.fail_fast, session=job.session)
         except signals.Interrupted as error:
             return error.exit_code
         except UserError as error:
@@ -160,7 +162,7 @@ def worker(job: Job) -> int:
 
 def new_job(experiment: Path, out: Path, overrides: list[str], jobs: int, fail_fast: bool) -> Job:
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    return Job(str(experiment), str(out), list(overrides), threads, fail_fast, time.time())
+    return Job(str(experiment), str(out), list(overrides), threads, fail_fast, uuid.uuid4().hex)
 
 
 if __name__ == "__main__":

@@ -74,13 +74,16 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
 class EventLines:
     """Prints sweep events (``sweep.Event``) as lines: a failed or diverged run at once on
     ``errors`` with its error and where the details are; the others on ``console`` when ``lines``
-    (quiet or parallel mode), else they advance ``bars``."""
+    (quiet or parallel mode); each epoch's numbers when ``epochs``.  A run skipped as already
+    finished advances the sweep bar of ``bars``, if any."""
 
-    def __init__(self, console: Console, errors: Console, root: Path, lines: bool, bars: RichProgress | None = None):
-        self.console, self.errors, self.root, self.lines, self.bars = console, errors, root, lines, bars
+    def __init__(self, console: Console, errors: Console, root: Path, lines: bool,
+                 bars: RichProgress | None = None, epochs: bool = False):
+        self.console, self.errors, self.root, self.bars = console, errors, root, bars
+        self.lines, self.epochs = lines, epochs
 
     def __call__(self, kind: str, run: str, status: dict[str, Any]) -> None:
-        if kind in ("skipped", "busy") and self.bars is not None:
+        if kind == "skipped" and self.bars is not None:
             self.bars.skipped()
         if kind in ("failed", "diverged"):
             where = self.root / run / (status.get("traceback") or "status.json")
@@ -90,7 +93,7 @@ class EventLines:
             self.console.print(f"{run}: {self.describe(kind, status)}", markup=False, highlight=False, soft_wrap=True)
 
     def epoch(self, run: str, row: dict[str, Any], epochs: int) -> None:
-        if self.lines:
+        if self.epochs:
             self.console.print(f"{run}: {epoch_line(row, epochs)}", markup=False, highlight=False, soft_wrap=True)
 
     @staticmethod
@@ -134,8 +137,9 @@ def status_table(title: str, rows: list[dict[str, Any]]) -> Table:
     """``pooling-lab status``: each run's state, progress, final p and accuracy (the run's name
     holds its swept values and seed); the errors follow as ``error_lines``."""
     table = Table(title=title)
-    for column in ["run", "state", "epoch", "step", "p", "test acc", "tries"]:
-        table.add_column(column, no_wrap=True)
+    table.add_column("run", overflow="fold")
+    for column in ["state", "epoch", "step", "p", "test acc", "tries"]:
+        table.add_column(column, no_wrap=True, min_width=len(column))
     for row in rows:
         table.add_row(
             row["run"], row["state"] + (f" ({row['held_by']})" if row.get("held_by") else ""),

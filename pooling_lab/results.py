@@ -146,6 +146,13 @@ def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
     return status
 
 
+def remove_partial_writes(files: RunFiles) -> None:
+    """Delete what writes cut short left behind: the temporary files (``atomic``: ``.NAME.*.tmp``)
+    of a process killed between writing and renaming.  Only the run's owner may call this."""
+    for leftover in files.root.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def read_status(files: RunFiles) -> dict[str, Any] | None:
     try:
         return json.loads(files.status.read_text())

@@ -9,19 +9,21 @@ failed or diverged run is reported at once and the sweep goes on, unless ``fail_
 from __future__ import annotations
 
 import json
-import math
-import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from pooling_lab import claims, results, signals
 from pooling_lab.config import Plan, RunSpec
 from pooling_lab.data import DataSplits, load_data
+from pooling_lab.errors import UserError
+from pooling_lab.labels import format_value
+from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.context import resolve_device
 from pooling_lab.train.loop import ProgressSink, SilentProgress, Trainer
@@ -47,8 +49,9 @@ def experiment_dir(plan: Plan, out_root: Path) -> Path:
 
 def prepare(plan: Plan, out_root: Path) -> Prepared:
     """Everything bad input can break, before anything is written: every run's device, every
-    distinct data set (loaded, or downloaded when allowed) and the format of results already
-    there."""
+    distinct data set (loaded, or downloaded when allowed), every model (built on the meta
+    device, which allocates nothing, so constructor checks such as p > eps or groups dividing
+    the channels fail here) and the format of results already there."""
     for spec in plan.runs:
         resolve_device(spec.config.train.device)
     data: dict[str, DataSplits] = {}
@@ -56,9 +59,20 @@ def prepare(plan: Plan, out_root: Path) -> Prepared:
         key = _data_key(spec)
         if key not in data:
             data[key] = load_data(spec.config.data)
+        check_model(plan, spec, data[key])
     root = experiment_dir(plan, out_root)
     results.check_format(root)
     return Prepared(plan, root, data)
+
+
+def check_model(plan: Plan, spec: RunSpec, data: DataSplits) -> None:
+    try:
+        with torch.device("meta"):
+            build_model(spec.config, data.train.images.shape[1], data.num_classes)
+    except (ValueError, TypeError, UserError) as error:
+        where = ", ".join(f"{k}={format_value(v)}" for k, v in spec.swept.items())
+        raise UserError(f"the model cannot be built: {error}" + (f" (in the sweep run {where})" if where else ""),
+                        source=str(plan.source), field="model") from None
 
 
 def _data_key(spec: RunSpec) -> str:
@@ -70,18 +84,19 @@ def run_plan(
     progress: ProgressSink | None = None,
     on_event: Event | None = None,
     fail_fast: bool = False,
-    since: float | None = None,
+    session: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train the runs nobody has finished or holds, in plan order, and again while runs whose
     process died are left; return every run's final status (see ``final_statuses``).
 
-    ``since`` is when this sweep began (a ``--jobs`` parent passes its own start to its
-    workers): a run that failed after it is not tried a second time.
+    ``session`` names this sweep (a ``--jobs`` parent gives its workers its own) and is kept
+    in each run's status.json: a run that failed in this session is not tried a second time in
+    it; a new ``pooling-lab run`` retries it.
     """
     plan, root = prepared.plan, prepared.root
     progress = progress or SilentProgress()
     notify = on_event or (lambda kind, run, status: None)
-    since = math.floor(since if since is not None else time.time())
+    session = session or uuid.uuid4().hex
     results.write_yaml(root / results.EXPERIMENT_FILE, plan.raw)
     write_runs_table(root, plan)
     settled: set[str] = set()
@@ -92,7 +107,7 @@ def run_plan(
             if spec.run_id in settled:
                 continue
             signals.raise_if_requested()
-            kind, status = _attempt(prepared, spec, progress, notify, since)
+            kind, status = _attempt(prepared, spec, progress, notify, session)
             if kind == "busy":
                 if spec.run_id not in busy:
                     notify(kind, spec.dir_name, status)
@@ -108,35 +123,36 @@ def run_plan(
 
 
 def _attempt(
-    prepared: Prepared, spec: RunSpec, progress: ProgressSink, notify: Event, since: float
+    prepared: Prepared, spec: RunSpec, progress: ProgressSink, notify: Event, session: str
 ) -> tuple[str, dict[str, Any]]:
     """Run one run if it is still to do and this process can claim it: (event kind, status)."""
     files = RunFiles(prepared.root / spec.dir_name)
     status = known_status(prepared.root, spec)
-    if _settled(status, since):
+    if _settled(status, session):
         return "skipped", status
     claim = claims.try_claim(files.root)
     if claim is None:
         return "busy", status | {"held_by": _owner(claims.holder(files.root))}
     with claim:
         status = known_status(prepared.root, spec)  # it may have finished while we looked
-        if _settled(status, since):
+        if _settled(status, session):
             return "skipped", status
+        results.remove_partial_writes(files)
         results.write_yaml(files.config, spec.config.model_dump(mode="json", exclude={"sweep"}))
         notify("started", spec.dir_name, status)
         try:
-            status = Trainer(spec, files, prepared.data[_data_key(spec)], progress).run()
+            status = Trainer(spec, files, prepared.data[_data_key(spec)], progress).run(session=session)
+        except signals.Interrupted:
+            notify("interrupted", spec.dir_name, known_status(prepared.root, spec))
+            raise
         finally:
             write_runs_table(prepared.root, prepared.plan)
     return status["status"], status
 
 
-def _settled(status: dict[str, Any], since: float) -> bool:
-    """Finished, or failed in this sweep already (by this process or a sibling)."""
-    if status.get("status") in FINISHED:
-        return True
-    started = status.get("started")
-    return status.get("status") == "failed" and started is not None and datetime.fromisoformat(started).timestamp() >= since
+def _settled(status: dict[str, Any], session: str) -> bool:
+    """Finished, or failed in this session already (by this process or a sibling)."""
+    return status.get("status") in FINISHED or (status.get("status") == "failed" and status.get("session") == session)
 
 
 def _owner(owner: dict[str, Any] | None) -> str:

@@ -72,6 +72,7 @@ def test_sigkill_inside_an_epoch_then_resume_matches_the_uninterrupted_run(tmp_p
     killed_at = state["step"]
     assert killed_at % STEPS_PER_EPOCH > 0 and status_of(run_dir)["status"] == "running"
     assert run_cli("status", out / "tiny", "--json").stdout.count('"state": "stopped"') == 1
+    (run_dir / ".checkpoint.pt.cut.tmp").write_bytes(b"half a checkpoint")  # as a kill while saving leaves
 
     result = run_cli("run", path, "--out", out, "-q")
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tiny_sweeps import experiment, run_cli, run_dirs, start
+from tiny_sweeps import experiment, keeping_threads, run_cli, run_dirs, start
 
 from pooling_lab import claims
 from pooling_lab.config import load_plan
 from pooling_lab.results import RunFiles
-from pooling_lab.sweep import prepare
+from pooling_lab.sweep import prepare, run_plan
 from pooling_lab.train.loop import SilentProgress, Trainer
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 
@@ -78,11 +78,8 @@ def test_skip_step_leaves_out_the_non_finite_updates(tmp_path: Path) -> None:
         return value * math.nan if len(calls) in (3, 4, 9) else value
 
     trainer.model.head.loss = poisoned
-    threads = torch.get_num_threads()
-    try:
+    with keeping_threads():
         status = trainer.run()
-    finally:
-        torch.set_num_threads(threads)
     assert status["status"] == "done" and status["skipped_steps"] == 3
     assert math.isfinite(status["p_final"]) and math.isfinite(status["test_accuracy"])
 
@@ -163,6 +160,26 @@ def test_a_failed_run_is_reported_at_once_and_the_sweep_goes_on(tmp_path: Path, 
     else:
         assert status_of(second)["status"] == "done"
         assert result.output.index("boom") < result.output.index(f"{second.name}: started")
+
+
+def test_a_run_that_failed_in_this_session_is_not_retried_in_it(tmp_path: Path, first_run_fails: None) -> None:
+    """A ``--jobs`` worker must not retry what a sibling saw fail; a new sweep retries it."""
+    prepared = prepare(load_plan(experiment(tmp_path, train=SHORT, sweep={"grid": {"optim.lr": [0.05, 0.1]}})), tmp_path / "out")
+    failed, second = (spec.dir_name for spec in prepared.plan.runs)
+    events: list[tuple[str, str]] = []
+
+    def sweep(session: str) -> None:
+        with keeping_threads():
+            run_plan(prepared, on_event=lambda kind, run, status: events.append((kind, run)), session=session)
+
+    sweep("one")
+    assert events == [("started", failed), ("failed", failed), ("started", second), ("done", second)]
+    events.clear()
+    sweep("one")
+    assert events == [("skipped", failed), ("skipped", second)]
+    events.clear()
+    sweep("two")
+    assert events == [("started", failed), ("failed", failed), ("skipped", second)]
 
 
 # --- several processes ------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ kill (``pause_at_checkpoint``)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +51,20 @@ def experiment(directory: Path, **sections: Any) -> Path:
     return path
 
 
-def run_cli(*args: str) -> Any:
-    """``pooling-lab ARGS`` in this process (the thread count a run sets is put back after)."""
+@contextlib.contextmanager
+def keeping_threads() -> Iterator[None]:
+    """Put back the thread count a run in this process sets (``train.threads``)."""
     threads = torch.get_num_threads()
     try:
-        return CliRunner().invoke(app, [str(arg) for arg in args])
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def run_cli(*args: str) -> Any:
+    """``pooling-lab ARGS`` in this process."""
+    with keeping_threads():
+        return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 def start(*args: str) -> subprocess.Popen:

@@ -172,7 +172,8 @@ class Trainer:
         """Continue from checkpoint.pt if there is one; cut the CSVs back to its step."""
         if not self.files.checkpoint.exists():
             return False
-        state = torch.load(self.files.checkpoint, map_location=self.compute.device, weights_only=False)
+        # on the CPU: RNG states must stay there; the rest is copied to where it lives on loading
+        state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
         if state.get("run_id") != self.spec.run_id or state.get("layout") != CHECKPOINT_LAYOUT:
             return False
         self.model.load_state_dict(state["model"])
@@ -184,7 +185,7 @@ class Trainer:
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
-        self.totals = EpochTotals(**state["totals"])
+        self.totals = EpochTotals(**{key: value.to(self.compute.device) for key, value in state["totals"].items()})
         self.skipped_steps, self.elapsed = state["skipped_steps"], state["elapsed"]
         self.watch = NonFiniteWatch(self.model, self.compute.device)
         metrics = results.read_csv(self.files.metrics, results.METRIC_COLUMNS)
@@ -195,7 +196,9 @@ class Trainer:
 
     # --- training --------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self, **context: Any) -> dict[str, Any]:
+        """Train (or resume) to the end and evaluate; return the final status.  ``context`` goes
+        into status.json as it is (the sweep's session)."""
         resumed = self.resume()
         if not resumed:
             self.recorder.capture(0, 0.0, with_grad=False)
@@ -204,7 +207,7 @@ class Trainer:
             self.files, status="running", run_id=self.spec.run_id, device=str(self.compute.device),
             host=platform.node(), pid=os.getpid(), attempts=attempts, started=results.now(),
             epoch=self.epoch, epochs=self.config.train.epochs, step=self.step, total_steps=self.total_steps,
-            resumed_from_step=self.step if resumed else None, error=None, traceback=None,
+            resumed_from_step=self.step if resumed else None, error=None, traceback=None, **context,
         )
         self.progress.run_started(self.spec, self.total_steps, self.step)
         try:
