@@ -141,7 +141,7 @@ def plot(
     debug: Debug = False,
 ) -> None:
     """Draw p over training, final p with p_opt against the swept key, probe curves, per-channel
-    p histograms, metrics against p, and accuracy (PNG and PDF)."""
+    p histograms, metrics against p, accuracy, and the fixed-p curve (PNG and PDF)."""
     from pooling_lab import results
     from pooling_lab.plots import plot_results
 
@@ -150,6 +150,7 @@ def plot(
         written = plot_results(
             loaded.runs, loaded.metrics, loaded.params, loaded.swept, out or results_dir / "plots",
             title=loaded.experiment.get("name"), probe=loaded.probe, final_params=loaded.final_params,
+            configs=loaded.configs,
         )
     for path in written:
         console.print(str(path))
@@ -191,18 +192,21 @@ def probe(
 @app.command()
 def stats(
     results_dir: Annotated[Path, typer.Argument(help="An experiment's results directory.")],
-    by: Annotated[str | None, typer.Option("--by", help="Swept key to group by [default: the first numeric one].")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Swept key to group the drift by [default: the first numeric one].")] = None,
     debug: Debug = False,
 ) -> None:
     """Drift statistics (learned p - p_opt) per swept value, with bootstrap intervals and the
-    Spearman correlation of the swept value with |drift|; writes drift.csv and drift.md."""
+    Spearman correlation of the swept value with |drift| (drift.csv, drift.md); for runs of a
+    fixed GeM p, the train-time optimum curve (fixed_p.csv, fixed_p.md)."""
     from pooling_lab import results
-    from pooling_lab.stats import write_drift_report
+    from pooling_lab.stats import write_reports
 
     with user_errors(debug):
-        csv_path, md_path = write_drift_report(results.load(results_dir), by)
-    console.print(md_path.read_text(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {csv_path} and {md_path}")
+        written = write_reports(results.load(results_dir), by)
+    for path in written:
+        if path.suffix == ".md":
+            console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print("wrote " + ", ".join(str(path) for path in written))
 
 
 catalogue = typer.Typer(help="List what can be named in an experiment file.", no_args_is_help=True)

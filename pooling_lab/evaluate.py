@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -117,17 +116,11 @@ def accuracy_of(outputs: Outputs) -> float:
 
 
 def split_metrics(outputs: Outputs, metrics: list[str]) -> dict[str, float]:
-    """The named metrics (``accuracy``, ``map``, ``recall@K``) of one pass over a split."""
-    values = {}
-    for metric in metrics:
-        if metric == "accuracy":
-            values[metric] = accuracy_of(outputs)
-        elif metric == "map":
-            values[metric] = retrieval_map(outputs.embeddings, outputs.labels)
-        else:
-            k = int(re.fullmatch(r"recall@(\d+)", metric).group(1))
-            values[metric] = recall_at_k(outputs.embeddings, outputs.labels, k)
-    return values
+    """The named metrics (``accuracy``, ``map``, ``recall@K``) of one pass over a split; the
+    retrieval metrics share one ranking."""
+    ks = [int(m.removeprefix("recall@")) for m in metrics if m.startswith("recall@")]
+    retrieval = retrieval_metrics(outputs.embeddings, outputs.labels, ks) if "map" in metrics or ks else {}
+    return {m: accuracy_of(outputs) if m == "accuracy" else retrieval[m] for m in metrics}
 
 
 def probe(split: SplitPass, p_values: list[float], metrics: list[str]) -> pd.DataFrame:
@@ -154,37 +147,51 @@ def best_p(table: pd.DataFrame) -> float:
 
 def _ranked_relevance(embeddings: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Per chunk of queries: relevance (bool) of every other item in ranked order, and the
-    number of relevant items of each query."""
+    number of relevant items of each query.
+
+    The ranking sorts one int64 key per item, ``round(similarity / TIE_RESOLUTION) * n - index``:
+    descending, it orders by similarity and breaks ties by the smaller index, without the cost of
+    a stable sort."""
     normalised = F.normalize(embeddings if embeddings.is_floating_point() else embeddings.float(), dim=1)
     count = len(labels)
+    index = torch.arange(count, device=embeddings.device)
     for start in range(0, count, QUERY_CHUNK):
         stop = min(start + QUERY_CHUNK, count)
-        similarity = torch.round(normalised[start:stop] @ normalised.T / TIE_RESOLUTION)
-        rows = torch.arange(stop - start, device=similarity.device)
-        similarity[rows, rows + start] = -float("inf")  # the query itself ranks last ...
-        order = similarity.argsort(dim=1, descending=True, stable=True)[:, :-1]  # ... and is dropped
+        key = torch.round(normalised[start:stop] @ normalised.T / TIE_RESOLUTION).long() * count - index
+        rows = torch.arange(stop - start, device=key.device)
+        key[rows, rows + start] = torch.iinfo(torch.long).min  # the query itself ranks last ...
+        order = key.argsort(dim=1, descending=True)[:, :-1]  # ... and is dropped
         relevant = labels[order] == labels[start:stop, None]
         yield relevant, relevant.sum(dim=1)
 
 
-def retrieval_map(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean average precision over the full ranking (rules in the module docstring)."""
-    total = torch.zeros((), dtype=torch.float64, device=embeddings.device)
-    queries = torch.zeros((), dtype=torch.long, device=embeddings.device)
+def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = ()) -> dict[str, float]:
+    """``map`` (mean average precision over the full ranking) and ``recall@K`` for each K, from
+    one ranking of every query (rules in the module docstring)."""
+    device = embeddings.device
+    ap_total = torch.zeros((), dtype=torch.float64, device=device)
+    hits = {k: torch.zeros((), dtype=torch.long, device=device) for k in ks}
+    queries = torch.zeros((), dtype=torch.long, device=device)
     for relevant, positives in _ranked_relevance(embeddings, labels):
-        ranks = torch.arange(1, relevant.shape[1] + 1, device=relevant.device, dtype=torch.float64)
+        ranks = torch.arange(1, relevant.shape[1] + 1, device=device, dtype=torch.float64)
         precision = relevant.double().cumsum(dim=1) / ranks
         average_precision = (precision * relevant).sum(dim=1) / positives.clamp_min(1)
-        total += average_precision[positives > 0].sum()
-        queries += (positives > 0).sum()
-    return (total / queries).item() if queries.item() else float("nan")
+        answerable = positives > 0
+        ap_total += average_precision[answerable].sum()
+        queries += answerable.sum()
+        for k in ks:
+            hits[k] += (relevant[:, :k].any(dim=1) & answerable).sum()
+    count = queries.item()
+    if not count:
+        return {"map": float("nan"), **{f"recall@{k}": float("nan") for k in ks}}
+    return {"map": ap_total.item() / count, **{f"recall@{k}": hits[k].item() / count for k in ks}}
+
+
+def retrieval_map(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean average precision over the full ranking (rules in the module docstring)."""
+    return retrieval_metrics(embeddings, labels)["map"]
 
 
 def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Fraction of queries with at least one relevant item among their k nearest others."""
-    hits = torch.zeros((), dtype=torch.long, device=embeddings.device)
-    queries = torch.zeros((), dtype=torch.long, device=embeddings.device)
-    for relevant, positives in _ranked_relevance(embeddings, labels):
-        hits += (relevant[:, :k].any(dim=1) & (positives > 0)).sum()
-        queries += (positives > 0).sum()
-    return hits.item() / queries.item() if queries.item() else float("nan")
+    return retrieval_metrics(embeddings, labels, [k])[f"recall@{k}"]

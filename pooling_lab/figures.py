@@ -41,7 +41,7 @@ from pooling_lab.plots import LEGEND_PLACES, PLOTS, Layout, SweepData, save_figu
 from pooling_lab.style import COLOUR_RANGES, Style
 
 Positive = Annotated[float, Field(gt=0)]
-FRAMES = ("runs", "metrics", "params", "probe", "final_params")
+FRAMES = ("runs", "metrics", "params", "probe", "final_params", "configs")
 
 
 class SpecModel(BaseModel):

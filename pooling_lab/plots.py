@@ -77,6 +77,7 @@ class SweepData:
     params: pd.DataFrame = field(default_factory=pd.DataFrame)
     probe: pd.DataFrame = field(default_factory=pd.DataFrame)
     final_params: pd.DataFrame = field(default_factory=pd.DataFrame)
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -709,6 +710,34 @@ def metric_vs_p_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figu
     return _finish(fig, layout, _legend_title(layout, data.swept, "one dot per run"))
 
 
+def fixed_p_curve_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """The train-time optimum curve: test mAP and accuracy of models trained with a fixed GeM p,
+    against that p (mean and min-max band over seeds, one line per value of the other swept
+    keys); ``None`` when no run had a fixed p."""
+    configs = data.configs
+    if configs.empty or not {"model.pool.learnable", "model.pool.p"} <= set(configs.columns):
+        return None
+    fixed = configs.loc[configs["model.pool.learnable"] == False, ["run_id", "model.pool.p"]]  # noqa: E712
+    runs = data.runs.merge(fixed.rename(columns={"model.pool.p": "_fixed_p"}), on="run_id")
+    others = [key for key in data.swept if key != "model.pool.p"]
+    groups = layout.groups(runs, others)
+    panels = [
+        (label, label, seed_bands(runs, groups, x="_fixed_p", y=column))
+        for column, label in RUN_METRICS.items()
+        if _has_values(runs, column)
+    ]
+    if not panels:
+        return None
+    return _band_figure(
+        panels,
+        x="_fixed_p",
+        xlabel="fixed p (the same in training and test)",
+        colours=layout.colours(runs, others),
+        legend_title=_legend_title(layout, others, BAND),
+        layout=layout,
+    )
+
+
 PLOTS: dict[str, Callable[[SweepData, Layout], Figure | None]] = {
     "p_trajectory": p_trajectory_figure,
     "p_final": p_final_figure,
@@ -718,6 +747,7 @@ PLOTS: dict[str, Callable[[SweepData, Layout], Figure | None]] = {
     "metric_vs_p": metric_vs_p_figure,
     "accuracy": accuracy_figure,
     "final_accuracy": final_accuracy_figure,
+    "fixed_p_curve": fixed_p_curve_figure,
 }
 
 
@@ -748,6 +778,7 @@ def plot_results(
     title: str | None = None,
     probe: pd.DataFrame | None = None,
     final_params: pd.DataFrame | None = None,
+    configs: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw every figure of ``PLOTS`` that has data into ``out_dir`` as ``<name>.pdf`` and
     ``<name>.png``; return the files written (none for no runs)."""
@@ -760,6 +791,7 @@ def plot_results(
         params,
         pd.DataFrame() if probe is None else probe,
         pd.DataFrame() if final_params is None else final_params,
+        pd.DataFrame() if configs is None else configs,
     )
     layout = Layout(title=title)
     written = []

@@ -21,7 +21,7 @@ import io
 import json
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,8 @@ class Results:
     params: pd.DataFrame
     probe: pd.DataFrame
     final_params: pd.DataFrame
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Each run's resolved config.yaml flattened to dotted columns (``model.pool.learnable``)."""
 
 
 def swept_keys(experiment: dict[str, Any]) -> list[str]:
@@ -218,10 +220,11 @@ def load(path: Path | str) -> Results:
     """Read ``results/<experiment>`` into frames: ``runs``, ``metrics``, ``params``."""
     root = Path(path)
     experiment, runs = read_runs(root)
-    metrics, params, probes, finals, statuses = [], [], [], [], []
+    metrics, params, probes, finals, statuses, configs = [], [], [], [], [], []
     for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
         files = RunFiles(root / run_dir)
         statuses.append(read_status(files) or {"status": "pending"})
+        configs.append({"run_id": run_id, **_flat_config(files)})
         metrics.append(read_csv(files.metrics, METRIC_COLUMNS).assign(run_id=run_id))
         params.append(read_csv(files.params, PARAM_COLUMNS).assign(run_id=run_id))
         probes.append(read_csv(files.probe, [PROBE_FIRST_COLUMN]).assign(run_id=run_id))
@@ -236,7 +239,16 @@ def load(path: Path | str) -> Results:
         params=_concat(params, ["run_id", *PARAM_COLUMNS]),
         probe=_concat(probes, ["run_id", PROBE_FIRST_COLUMN]),
         final_params=_concat(finals, ["run_id", *FINAL_PARAM_COLUMNS]),
+        configs=pd.DataFrame(configs),
     )
+
+
+def _flat_config(files: RunFiles) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(files.config.read_text()) or {}
+    except FileNotFoundError:
+        return {}
+    return pd.json_normalize(config, sep=".").iloc[0].to_dict()
 
 
 def _with_statuses(runs: pd.DataFrame, statuses: list[dict[str, Any]]) -> pd.DataFrame:

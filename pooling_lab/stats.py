@@ -19,6 +19,7 @@ import pandas as pd
 
 from pooling_lab import atomic, results
 from pooling_lab.errors import UserError
+from pooling_lab.labels import format_value
 
 RESAMPLES = 4000
 LEVEL = 0.95
@@ -110,6 +111,44 @@ def drift_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FIXED_P = "model.pool.p"
+
+
+def fixed_p_runs(loaded: results.Results) -> pd.DataFrame:
+    """The finished runs trained with a fixed (not learnable) GeM p, with that p in ``p``."""
+    configs = loaded.configs
+    needed = {"run_id", "model.pool.name", "model.pool.learnable", FIXED_P}
+    if configs.empty or not needed <= set(configs.columns):
+        return pd.DataFrame()
+    fixed = configs[(configs["model.pool.name"] == "gem") & (configs["model.pool.learnable"] == False)]  # noqa: E712
+    runs = loaded.runs[loaded.runs["status"] == "done"]
+    return runs.merge(fixed[["run_id", FIXED_P]].rename(columns={FIXED_P: "p"}), on="run_id")
+
+
+def fixed_p_curve(loaded: results.Results) -> pd.DataFrame:
+    """The train-time optimum curve of a fixed-p sweep: per fixed p (and per value of the other
+    swept keys), mean [95% CI] over seeds of test mAP and test accuracy, and ``best``: whether
+    that p has the highest mean test mAP (accuracy without mAP) of its group."""
+    runs = fixed_p_runs(loaded)
+    if runs.empty:
+        return runs
+    others = [key for key in loaded.swept if key != FIXED_P]
+    rows = []
+    for values, group in runs.groupby([*others, "p"], sort=True):
+        row = dict(zip([*others, "p"], values if isinstance(values, tuple) else (values,), strict=True))
+        row["seeds"] = len(group)
+        for column in ("test_map", "test_accuracy"):
+            if column in group:
+                interval = bootstrap_mean(group[column].to_numpy())
+                row |= {column: interval.estimate, f"{column}_low": interval.low, f"{column}_high": interval.high}
+        rows.append(row)
+    curve = pd.DataFrame(rows)
+    score = "test_map" if "test_map" in curve else "test_accuracy"
+    best = curve.groupby(others)[score].transform("max") if others else curve[score].max()
+    curve["best"] = curve[score] == best
+    return curve
+
+
 def default_key(loaded: results.Results) -> str:
     """The first numeric swept key (e.g. ``head.margin``)."""
     for key in loaded.swept:
@@ -118,21 +157,57 @@ def default_key(loaded: results.Results) -> str:
     raise UserError("no numeric swept key to relate the drift to; name one with --by", source=str(loaded.path))
 
 
-def write_drift_report(loaded: results.Results, key: str | None = None) -> tuple[Path, Path]:
+def write_reports(loaded: results.Results, key: str | None = None) -> list[Path]:
+    """drift.csv and drift.md for probed runs of a learnable p, fixed_p.csv and fixed_p.md for
+    runs of a fixed p; whichever the results hold (neither is a user error)."""
+    written: list[Path] = []
+    if not drift_runs(loaded.runs).empty:
+        written += write_drift_report(loaded, key)
+    curve = fixed_p_curve(loaded)
+    if not curve.empty:
+        csv_path, md_path = loaded.path / "fixed_p.csv", loaded.path / "fixed_p.md"
+        results.write_csv(csv_path, curve)
+        atomic.write_text(md_path, fixed_p_markdown(curve, [k for k in loaded.swept if k != FIXED_P]))
+        written += [csv_path, md_path]
+    if not written:
+        raise UserError(
+            "nothing to analyse: no finished run has p_opt (set eval.probe_p, or run `pooling-lab probe`) "
+            "and none was trained with a fixed GeM p (model.pool.learnable: false)",
+            source=str(loaded.path),
+        )
+    return written
+
+
+def write_drift_report(loaded: results.Results, key: str | None = None) -> list[Path]:
     """drift.csv (one row per value of ``key``) and drift.md (the table and the correlation)."""
     key = key or default_key(loaded)
     if key not in loaded.runs:
         raise UserError(f"{key!r} is not a swept key; swept: {', '.join(loaded.swept) or 'none'}", field="--by")
     table = drift_table(loaded.runs, key)
-    if table.empty:
-        raise UserError("no finished run has p_opt: set eval.probe_p and run (or `pooling-lab probe`)",
-                        source=str(loaded.path))
     probed = drift_runs(loaded.runs)
     correlation = spearman_test(probed[key].to_numpy(float), probed["abs_drift"].to_numpy())
     csv_path, md_path = loaded.path / "drift.csv", loaded.path / "drift.md"
     results.write_csv(csv_path, table)
     atomic.write_text(md_path, drift_markdown(table, key, correlation))
-    return csv_path, md_path
+    return [csv_path, md_path]
+
+
+def fixed_p_markdown(curve: pd.DataFrame, others: list[str]) -> str:
+    metrics = [(c, label) for c, label in (("test_map", "test mAP"), ("test_accuracy", "test accuracy")) if c in curve]
+    lines = [
+        "# Train-time optimum of a fixed GeM p",
+        "",
+        "Models trained with p held fixed; mean over seeds with a 95% percentile-bootstrap interval.",
+        "The best p of each group (by test mAP) is marked *.",
+        "",
+        "| " + " | ".join([*others, "p", "seeds", *[label for _, label in metrics]]) + " |",
+        "|" + "---|" * (len(others) + 2 + len(metrics)),
+    ]
+    for _, row in curve.iterrows():
+        cells = [format_value(row[k]) for k in others] + [f"{row['p']:g}{' *' if row['best'] else ''}", str(int(row["seeds"]))]
+        cells += [_cell(curve, row, c) for c, _ in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(table: pd.DataFrame, row: pd.Series, column: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,3 +68,38 @@ def test_drift_table_groups_by_swept_value() -> None:
     assert table.loc[0.5, "drift"] == pytest.approx(((1.0 - 4.0) + (1.2 - 5.0)) / 2)
     assert table.loc[0.5, "abs_drift"] == pytest.approx(3.4)
     assert table.loc[0.0, "drift_low"] <= -0.8 <= table.loc[0.0, "drift_high"]
+
+
+def _results_with_configs(runs: pd.DataFrame, configs: pd.DataFrame, swept: list[str]):
+    from pooling_lab.results import Results
+
+    empty = pd.DataFrame()
+    return Results(Path("."), {}, swept, runs, empty, empty, empty, empty, configs)
+
+
+def test_fixed_p_curve_finds_the_train_time_optimum_per_margin() -> None:
+    p_values, margins, seeds = [1.0, 3.0, 6.0], [0.0, 0.3], [0, 1]
+    rows, configs = [], []
+    for p in p_values:
+        for margin in margins:
+            for seed in seeds:
+                run_id = f"p{p}-m{margin}-s{seed}"
+                # best p is 3 at margin 0 and 6 at margin 0.3
+                best = 3.0 if margin == 0.0 else 6.0
+                rows.append({"run_id": run_id, "model.pool.p": p, "head.margin": margin, "seed": seed,
+                             "status": "done", "test_map": 0.9 - 0.01 * abs(p - best) + 0.001 * seed,
+                             "test_accuracy": 0.8})
+                configs.append({"run_id": run_id, "model.pool.name": "gem", "model.pool.learnable": False,
+                                "model.pool.p": p})
+    learned = {"run_id": "learned", "model.pool.p": 3.0, "head.margin": 0.0, "seed": 0, "status": "done",
+               "test_map": 0.99, "test_accuracy": 0.9}
+    runs = pd.DataFrame([*rows, learned])
+    configs = pd.DataFrame([*configs, {"run_id": "learned", "model.pool.name": "gem",
+                                       "model.pool.learnable": True, "model.pool.p": 3.0}])
+    curve = stats.fixed_p_curve(_results_with_configs(runs, configs, ["model.pool.p", "head.margin"]))
+    assert len(curve) == len(p_values) * len(margins)  # the learnable run is not part of the curve
+    assert set(curve["seeds"]) == {2}
+    best = curve[curve["best"]].set_index("head.margin")["p"]
+    assert best.to_dict() == {0.0: 3.0, 0.3: 6.0}
+    row = curve[(curve["p"] == 1.0) & (curve["head.margin"] == 0.3)].iloc[0]
+    assert row["test_map"] == pytest.approx(0.9 - 0.05 + 0.0005)
