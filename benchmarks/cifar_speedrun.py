@@ -1,18 +1,17 @@
 """Time to 94% CIFAR-10 test accuracy with ``experiments/fast_cifar.yaml`` (needs CUDA and the
 CIFAR-10 data; it is skipped elsewhere).  The time is the training time the harness records in
 metrics.csv (``time_s``: training steps only, evaluation excluded) at the first epoch whose
-test accuracy reaches the target.  Run: ``python -m benchmarks.cifar_speedrun [--seeds 3]``.
+test accuracy reaches the target.  Run: ``python -m benchmarks.cifar_speedrun``.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.report import print_table
+from benchmarks.report import main_for
 from pooling_lab import results
 from pooling_lab.config import load_plan
 from pooling_lab.sweep import prepare, run_plan
@@ -22,6 +21,7 @@ TARGET = 0.94
 
 
 def run(seeds: int = 1) -> list[dict]:
+    """One row per seed; nothing without CUDA."""
     if not torch.cuda.is_available():
         print("cifar_speedrun: skipped, it needs a CUDA GPU")
         return []
@@ -41,13 +41,5 @@ def run(seeds: int = 1) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    seeds = int(argv[argv.index("--seeds") + 1]) if "--seeds" in argv else 1
-    rows = run(seeds)
-    if rows:
-        print_table(rows)
-
-
 if __name__ == "__main__":
-    main()
+    main_for(lambda quick: run())

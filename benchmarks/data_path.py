@@ -7,13 +7,12 @@ thread (torch held at one thread), median of repeats.  Run: ``python -m benchmar
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.report import print_table
+from benchmarks.report import main_for
 from pooling_lab.data import AugmentConfig, BatchLoader, Split
 
 SHAPES = {"fmnist 1x28x28": (1, 28, 28), "cifar 3x32x32": (3, 32, 32)}
@@ -84,9 +83,5 @@ def run(quick: bool) -> list[dict]:
         torch.set_num_threads(threads)
 
 
-def main(argv: list[str] | None = None) -> None:
-    print_table(run(quick="--quick" in (sys.argv[1:] if argv is None else argv)))
-
-
 if __name__ == "__main__":
-    main()
+    main_for(run)

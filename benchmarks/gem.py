@@ -9,13 +9,12 @@ ratios.  The three contenders are measured in turn within every repeat.  Run:
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.report import print_table
+from benchmarks.report import main_for
 from pooling_lab.pooling import avg_pool, gem, gem_fused
 
 SHAPES = [(256, 512, 4, 4), (128, 512, 8, 8), (64, 2048, 7, 7)]
@@ -72,9 +71,5 @@ def run(quick: bool) -> list[dict]:
         torch.set_num_threads(threads)
 
 
-def main(argv: list[str] | None = None) -> None:
-    print_table(run(quick="--quick" in (sys.argv[1:] if argv is None else argv)))
-
-
 if __name__ == "__main__":
-    main()
+    main_for(run)

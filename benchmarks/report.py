@@ -1,6 +1,9 @@
-"""Printing a benchmark's rows as an aligned table."""
+"""Printing a benchmark's rows as an aligned table, and its command line."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 def print_table(rows: list[dict]) -> None:
@@ -9,3 +12,10 @@ def print_table(rows: list[dict]) -> None:
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(str(row[c]).rjust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def main_for(run: Callable[[bool], list[dict]]) -> None:
+    """A benchmark module's command line: ``python -m benchmarks.NAME [--quick]``."""
+    rows = run("--quick" in sys.argv[1:])
+    if rows:
+        print_table(rows)

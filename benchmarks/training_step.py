@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import copy
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.report import print_table
+from benchmarks.report import main_for
 from pooling_lab.config import ExperimentConfig, RunSpec
 from pooling_lab.data import load_data
 from pooling_lab.results import RunFiles
@@ -96,9 +95,5 @@ def run(quick: bool) -> list[dict]:
         torch.set_num_threads(threads)
 
 
-def main(argv: list[str] | None = None) -> None:
-    print_table(run(quick="--quick" in (sys.argv[1:] if argv is None else argv)))
-
-
 if __name__ == "__main__":
-    main()
+    main_for(run)

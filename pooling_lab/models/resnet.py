@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.models.backbones import BACKBONES, BasicBlock, LocalPoolFactory
+from pooling_lab.models.backbones import BACKBONES, BasicBlock, LocalPoolFactory, shortcut
 
 Width = Annotated[int, Field(ge=4, le=256)]
 
@@ -43,12 +43,7 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(middle)
         self.conv3 = nn.Conv2d(middle, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(x)

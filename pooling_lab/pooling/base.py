@@ -3,9 +3,12 @@ so that tracing, the optimiser group, clamping and ``repr`` need no per-pool cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from pooling_lab.pooling.reparam import RANGE, Reparam, check_in_range, to_stored, to_value
@@ -113,3 +116,27 @@ class Pool(nn.Module):
                 text += f" ({kind}{'' if declared.reparam == 'direct' else ', ' + declared.reparam})"
             parts.append(f"{name}={text}")
         return ", ".join(parts)
+
+
+class MixedMaxAvg(Pool):
+    """alpha * max + (1 - alpha) * mean with one learnable alpha in [0, 1] (Lee, Gallagher & Tu,
+    "Generalizing Pooling Functions in CNNs: Mixed, Gated, and Tree", AISTATS 2016).  Stored as
+    its logit, alpha = sigmoid(a), so it stays in (0, 1) without clamping and cannot freeze at a
+    bound (the trace records alpha with the gradient of a); the endpoints 0 and 1 are for a
+    fixed alpha.  Subclasses say over what: ``average`` and ``maximum`` map x to the pooled means
+    and maxima (the whole map for the global pool, 2x2 regions for the local one)."""
+
+    average: Callable[[torch.Tensor], torch.Tensor]
+    maximum: Callable[[torch.Tensor], torch.Tensor]
+
+    def __init__(
+        self,
+        channels: int,
+        alpha: Annotated[float, Field(ge=0, le=1, description="initial weight of max pooling")] = 0.5,
+        learnable: bool = True,
+    ):
+        super().__init__()
+        self.declare("alpha", alpha, 1, "sigmoid", learnable)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(self.average(x), self.maximum(x), self.effective("alpha")[0])

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.pooling.base import Pool
+from pooling_lab.pooling.base import MixedMaxAvg, Pool
 from pooling_lab.pooling.functional import avg_pool, lse_pool, max_pool
 from pooling_lab.registry import Registry
 
@@ -89,25 +89,11 @@ class LSEPool(Pool):
 
 
 @GLOBAL_POOLS.register("mixed")
-class MixedPool(Pool):
-    """Mixed max-average pooling, f = alpha max x + (1 - alpha) mean x, learnable alpha.
+class MixedPool(MixedMaxAvg):
+    """Mixed max-average pooling, f = alpha max x + (1 - alpha) mean x, learnable alpha
+    (Lee, Gallagher & Tu, AISTATS 2016)."""
 
-    Lee, Gallagher & Tu, "Generalizing Pooling Functions in CNNs: Mixed, Gated, and Tree",
-    AISTATS 2016.  A learnable alpha is stored as its logit a, alpha = sigmoid(a) in (0, 1);
-    the endpoints 0 and 1 are for a fixed alpha.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        alpha: Annotated[float, Field(ge=0, le=1, description="initial weight of max pooling")] = 0.5,
-        learnable: bool = True,
-    ):
-        super().__init__()
-        self.declare("alpha", alpha, 1, "sigmoid", learnable)
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.lerp(avg_pool(x), max_pool(x), self.effective("alpha")[0])
+    average, maximum = staticmethod(avg_pool), staticmethod(max_pool)
 
 
 @GLOBAL_POOLS.register("gated")

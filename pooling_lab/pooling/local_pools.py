@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.pooling.base import Pool
+from pooling_lab.pooling.base import MixedMaxAvg, Pool
 from pooling_lab.registry import Registry
 
 if TYPE_CHECKING:
@@ -129,26 +129,11 @@ class LpPool(Pool):
 
 
 @LOCAL_POOLS.register("mixed")
-class MixedPool(Pool):
-    """Mixed max-average pooling, y = alpha max_R x + (1 - alpha) mean_R x, one alpha per layer.
+class MixedPool(MixedMaxAvg):
+    """Mixed max-average pooling, y = alpha max_R x + (1 - alpha) mean_R x over 2x2 regions,
+    one alpha per layer (Lee, Gallagher & Tu, AISTATS 2016)."""
 
-    Lee, Gallagher & Tu, AISTATS 2016, "Generalizing Pooling Functions in Convolutional Neural
-    Networks: Mixed, Gated, and Tree".  A learnable alpha is stored as its logit a, alpha =
-    sigmoid(a), so it stays in (0, 1) without clamping and cannot freeze at a bound (the trace
-    records alpha with the gradient of a); the endpoints 0 and 1 are for a fixed alpha.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        alpha: Annotated[float, Field(ge=0, le=1, description="initial weight of max pooling")] = 0.5,
-        learnable: bool = True,
-    ):
-        super().__init__()
-        self.declare("alpha", alpha, 1, "sigmoid", learnable)
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.lerp(avg_pool2(x), max_pool2(x), self.effective("alpha")[0])
+    average, maximum = staticmethod(avg_pool2), staticmethod(max_pool2)
 
 
 @LOCAL_POOLS.register("gated")
