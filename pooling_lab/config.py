@@ -103,9 +103,12 @@ class TrainConfig(StrictModel):
     on_nonfinite: Literal["stop", "skip_step"] = Field(
         "stop", description="a non-finite loss: stop the run as diverged, or skip that update and go on"
     )
+    compile: bool = Field(
+        False, description="torch.compile the backbone; where compilation fails the run goes on eagerly"
+    )
 
     # how a run computes and how often it saves, not what it computes: left out of the run id
-    NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "checkpoint_every_steps"})
+    NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "checkpoint_every_steps", "compile"})
 
     @field_validator("device")
     @classmethod

@@ -115,3 +115,29 @@ def test_how_often_a_run_checkpoints_is_not_part_of_its_id(tmp_path: Path) -> No
 
     assert run_id("train.checkpoint_every_steps=50") == run_id("train.checkpoint_every_steps=null") == run_id()
     assert run_id("train.on_nonfinite=skip_step") != run_id()
+
+
+
+def path_of_experiment(out: Path) -> Path:
+    [root] = [child for child in out.iterdir() if child.is_dir()]
+    return root
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.compile with a compiler that fails: the run trains eagerly, status.json says why,
+    and the results equal those of a run without compile."""
+
+    def broken_compile(function: object) -> object:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    path = experiment(tmp_path, sweep=None, train={"epochs": 1, "compile": True})
+    assert run_cli("run", path, "--out", tmp_path / "compiled", "-q").exit_code == 0
+    assert run_cli("run", path, "--out", tmp_path / "eager", "-q", "--set", "train.compile=false").exit_code == 0
+    [compiled] = run_dirs(path_of_experiment(tmp_path / "compiled"))
+    [eager] = run_dirs(path_of_experiment(tmp_path / "eager"))
+    compiled_status = json.loads((compiled / "status.json").read_text())
+    assert compiled_status["status"] == "done"
+    assert compiled_status["compile_error"] == "RuntimeError: no compiler here"
+    assert "compile_error" not in json.loads((eager / "status.json").read_text())
+    assert (compiled / "params.csv").read_text() == (eager / "params.csv").read_text()

@@ -42,3 +42,18 @@ def compute_for(config: TrainConfig) -> Compute:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     return Compute(device, torch.bfloat16 if use_bf16 else None)
+
+
+def compile_backbone(backbone: torch.nn.Module, sample: torch.Tensor) -> str | None:
+    """Replace ``backbone.forward`` by its ``torch.compile``d version (the module and its state
+    dict stay as they are) and compile it once on ``sample``; when compilation is unavailable
+    or fails, keep the eager forward and return the reason."""
+    eager = backbone.forward
+    try:
+        backbone.forward = torch.compile(eager)
+        with torch.no_grad():
+            backbone(sample)
+    except Exception as error:  # any compiler failure means: train eagerly
+        backbone.forward = eager
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+    return None

@@ -30,7 +30,7 @@ from pooling_lab.evaluate import SplitPass, accuracy_of, best_p, probe, split_me
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.signals import Interrupted
-from pooling_lab.train.context import Compute, compute_for
+from pooling_lab.train.context import Compute, compile_backbone, compute_for
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 from pooling_lab.train.optim import (
     BASE_GROUP,
@@ -203,6 +203,8 @@ class Trainer:
         if not resumed:
             self.recorder.capture(0, 0.0, with_grad=False)
         attempts = (results.read_status(self.files) or {}).get("attempts", 0) + 1
+        if self.config.train.compile:
+            context["compile_error"] = self._compile()
         results.update_status(
             self.files, status="running", run_id=self.spec.run_id, device=str(self.compute.device),
             host=platform.node(), pid=os.getpid(), attempts=attempts, started=results.now(),
@@ -237,6 +239,13 @@ class Trainer:
             )
         self.progress.run_finished(self.spec, status)
         return status
+
+    def _compile(self) -> str | None:
+        """Compile the backbone on one batch in training mode; the reason when it failed."""
+        images, _ = next(iter(self.test_batches))
+        self.model.train()
+        with self.compute.autocast():
+            return compile_backbone(self.model.backbone, images[: self.config.train.batch_size])
 
     def _train_epoch(self) -> None:
         if self.batch == 0:
