@@ -19,6 +19,7 @@ import pandas as pd
 
 from pooling_lab import atomic, results
 from pooling_lab.errors import UserError
+from pooling_lab.evaluate import best_p
 from pooling_lab.labels import format_value
 
 RESAMPLES = 4000
@@ -95,7 +96,19 @@ def drift_runs(runs: pd.DataFrame) -> pd.DataFrame:
     probed = probed[probed["p_final"].notna()].copy()
     probed["drift"] = probed["p_final"] - probed["p_opt"]
     probed["abs_drift"] = probed["drift"].abs()
+    if {"test_map", "test_map_at_p_opt"} <= set(probed.columns):
+        probed["map_gain"] = probed["test_map_at_p_opt"] - probed["test_map"]
     return probed
+
+
+def with_accuracy_optimum(runs: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``p_opt_accuracy``: each run's best probed p by validation accuracy (ties ->
+    the smaller p), beside the mAP-based ``p_opt``; a flat or monotone mAP curve can put p_opt at
+    the end of the grid while accuracy peaks inside it."""
+    if probe.empty or "accuracy" not in probe:
+        return runs
+    optima = {run_id: best_p(rows[["p", "accuracy"]]) for run_id, rows in probe.groupby("run_id")}
+    return runs.assign(p_opt_accuracy=runs["run_id"].map(optima))
 
 
 def drift_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -103,7 +116,7 @@ def drift_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     rows = []
     for value, group in drift_runs(runs).groupby(key, sort=True):
         row = {key: value, "seeds": len(group)}
-        for column in ("p_final", "p_opt", "drift", "abs_drift", "test_map", "test_map_at_p_opt"):
+        for column in ("p_final", "p_opt", "drift", "abs_drift", "p_opt_accuracy", "test_map", "test_map_at_p_opt", "map_gain"):
             if column in group:
                 interval = bootstrap_mean(group[column].to_numpy())
                 row |= {column: interval.estimate, f"{column}_low": interval.low, f"{column}_high": interval.high}
@@ -183,8 +196,9 @@ def write_drift_report(loaded: results.Results, key: str | None = None) -> list[
     key = key or default_key(loaded)
     if key not in loaded.runs:
         raise UserError(f"{key!r} is not a swept key; swept: {', '.join(loaded.swept) or 'none'}", field="--by")
-    table = drift_table(loaded.runs, key)
-    probed = drift_runs(loaded.runs)
+    runs = with_accuracy_optimum(loaded.runs, loaded.probe)
+    table = drift_table(runs, key)
+    probed = drift_runs(runs)
     correlation = spearman_test(probed[key].to_numpy(float), probed["abs_drift"].to_numpy())
     csv_path, md_path = loaded.path / "drift.csv", loaded.path / "drift.md"
     results.write_csv(csv_path, table)
@@ -217,8 +231,9 @@ def _cell(table: pd.DataFrame, row: pd.Series, column: str) -> str:
 
 
 def drift_markdown(table: pd.DataFrame, key: str, correlation: Correlation) -> str:
-    columns = [("p_final", "learned p"), ("p_opt", "p_opt"), ("drift", "drift"), ("abs_drift", "|drift|"),
-               ("test_map", "test mAP (learned p)"), ("test_map_at_p_opt", "test mAP (p_opt)")]
+    columns = [("p_final", "learned p"), ("p_opt", "p_opt (val mAP)"), ("drift", "drift"), ("abs_drift", "|drift|"),
+               ("p_opt_accuracy", "best p by val accuracy"), ("test_map", "test mAP (learned p)"),
+               ("test_map_at_p_opt", "test mAP (p_opt)"), ("map_gain", "mAP gain at p_opt")]
     columns = [(c, label) for c, label in columns if c in table]
     lines = [
         f"# p drift by {key}",

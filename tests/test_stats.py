@@ -103,3 +103,15 @@ def test_fixed_p_curve_finds_the_train_time_optimum_per_margin() -> None:
     assert best.to_dict() == {0.0: 3.0, 0.3: 6.0}
     row = curve[(curve["p"] == 1.0) & (curve["head.margin"] == 0.3)].iloc[0]
     assert row["test_map"] == pytest.approx(0.9 - 0.05 + 0.0005)
+
+
+def test_accuracy_optimum_is_read_from_the_probe_curves() -> None:
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"]})
+    probe = pd.DataFrame({
+        "run_id": ["a"] * 3 + ["b"] * 3,
+        "p": [1.0, 8.0, 64.0] * 2,
+        "accuracy": [0.2, 0.9, 0.8, 0.5, 0.7, 0.7],  # b: a tie goes to the smaller p
+        "map": [0.1, 0.2, 0.3, 0.1, 0.2, 0.3],
+    })
+    optima = stats.with_accuracy_optimum(runs, probe).set_index("run_id")["p_opt_accuracy"]
+    assert optima["a"] == 8.0 and optima["b"] == 8.0 and np.isnan(optima["c"])
