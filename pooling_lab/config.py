@@ -155,12 +155,22 @@ NonEmpty = Field(min_length=1, description="an empty list would leave the sweep 
 Dotted = Annotated[str, Field(pattern=f"^{DOTTED_KEY}$")]
 
 
+Axis = Annotated[list[Any] | dict[str, Any], NonEmpty]
+"""A sweep axis: a list of values, or a mapping of labels to values (the labels name the runs,
+their folders and legends: ``data: {sparse: {...}, dense: {...}}``)."""
+
+
+def axis_items(values: list[Any] | dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(shown, assigned) pairs of an axis: the label and its value, or the value twice."""
+    return list(values.items()) if isinstance(values, dict) else [(value, value) for value in values]
+
+
 class SweepConfig(StrictModel):
-    grid: dict[Dotted, Annotated[list[Any], NonEmpty]] = Field(
-        default_factory=dict, description="cartesian product over dotted keys"
+    grid: dict[Dotted, Axis] = Field(
+        default_factory=dict, description="cartesian product over dotted keys (lists, or label: value mappings)"
     )
-    zip: dict[Dotted, Annotated[list[Any], NonEmpty]] = Field(
-        default_factory=dict, description="lists advanced together"
+    zip: dict[Dotted, Axis] = Field(
+        default_factory=dict, description="lists (or label: value mappings) advanced together"
     )
     seeds: Annotated[list[int], NonEmpty] | None = Field(None, description="train.seed values, one run each")
 
@@ -314,7 +324,7 @@ def _expand(raw: dict[str, Any], experiment: ExperimentConfig, path: Path, text:
     sweep = experiment.sweep or SweepConfig()
     grid_keys = list(sweep.grid)
     zip_keys = list(sweep.zip)
-    zip_rows = list(zip(*sweep.zip.values(), strict=True)) if zip_keys else [()]
+    zip_rows = list(zip(*map(axis_items, sweep.zip.values()), strict=True)) if zip_keys else [()]
     seeds = sweep.seeds if sweep.seeds is not None else [None]
     base = {key: value for key, value in raw.items() if key != "sweep"}
     lines = {key: yaml_line(text, ["sweep", kind, key]) for kind in ("grid", "zip") for key in getattr(sweep, kind)}
@@ -322,12 +332,13 @@ def _expand(raw: dict[str, Any], experiment: ExperimentConfig, path: Path, text:
 
     runs: list[RunSpec] = []
     seen: dict[str, dict[str, Any]] = {}
-    for grid_values in itertools.product(*sweep.grid.values()):
-        for zip_values in zip_rows:
+    for grid_items in itertools.product(*map(axis_items, sweep.grid.values())):
+        for zip_items in zip_rows:
             for seed in seeds:
-                swept = dict(zip(grid_keys, grid_values, strict=True)) | dict(zip(zip_keys, zip_values, strict=True))
+                items = dict(zip([*grid_keys, *zip_keys], [*grid_items, *zip_items], strict=True))
+                swept = {key: shown for key, (shown, _) in items.items()}
                 resolved = copy.deepcopy(base)
-                for key, value in swept.items():
+                for key, (_, value) in items.items():
                     set_dotted(resolved, key.split("."), copy.deepcopy(value), source=_located(path, lines[key]))
                 if seed is not None:
                     set_dotted(resolved, SEED_KEY.split("."), seed, source=sweep_source)

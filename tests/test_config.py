@@ -419,3 +419,25 @@ def test_mutated_experiments_give_a_plan_or_a_one_line_error(tmp_path_factory, c
         expected = (0, [])
     result = runner.invoke(app, ["validate", str(path)])  # and the command line: exit 2, one line, no traceback
     assert (result.exit_code, result.stderr.splitlines()) == expected
+
+
+def test_labelled_sweep_values_name_the_runs_and_assign_their_values(tmp_path):
+    text = HEADER + (
+        "sweep:\n"
+        "  grid:\n"
+        "    model.pool:\n"
+        "      plain: {name: avg}\n"
+        "      learned: {name: gem, p: 2.0}\n"
+        "  zip:\n"
+        "    optim.lr: {slow: 0.01, fast: 0.1}\n"
+    )
+    plan = load_plan(write(tmp_path, text))
+    assert [run.swept for run in plan.runs] == [
+        {"model.pool": "plain", "optim.lr": "slow"},
+        {"model.pool": "plain", "optim.lr": "fast"},
+        {"model.pool": "learned", "optim.lr": "slow"},
+        {"model.pool": "learned", "optim.lr": "fast"},
+    ]
+    assert [run.config.model.pool.name for run in plan.runs] == ["avg", "avg", "gem", "gem"]
+    assert [run.config.optim.lr for run in plan.runs] == [0.01, 0.1, 0.01, 0.1]
+    assert plan.runs[2].dir_name.startswith("pool=learned_lr=slow_seed=0_")
