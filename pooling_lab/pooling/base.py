@@ -118,6 +118,18 @@ class Pool(nn.Module):
         return ", ".join(parts)
 
 
+class FixedPool(Pool):
+    """A pool with nothing to learn: ``function`` (a subclass attribute) is the whole pool."""
+
+    function: Callable[[torch.Tensor], torch.Tensor]
+
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+
 class MixedMaxAvg(Pool):
     """alpha * max + (1 - alpha) * mean with one learnable alpha in [0, 1] (Lee, Gallagher & Tu,
     "Generalizing Pooling Functions in CNNs: Mixed, Gated, and Tree", AISTATS 2016).  Stored as

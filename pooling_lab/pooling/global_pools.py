@@ -12,58 +12,50 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.pooling.base import MixedMaxAvg, Pool
+from pooling_lab.pooling.base import FixedPool, MixedMaxAvg, Pool
 from pooling_lab.pooling.functional import avg_pool, lse_pool, max_pool
 from pooling_lab.registry import Registry
 
 GLOBAL_POOLS = Registry("pool", context=("channels",))
 
 
+def _avg_max_mean(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (avg_pool(x) + max_pool(x))
+
+
+def _avg_max_concatenated(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([avg_pool(x), max_pool(x)], dim=1)
+
+
 @GLOBAL_POOLS.register("avg")
-class AvgPool(Pool):
+class AvgPool(FixedPool):
     """Average pooling: f_k = mean over H x W of x_k."""
 
-    def __init__(self, channels: int):
-        super().__init__()
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return avg_pool(x)
+    function = staticmethod(avg_pool)
 
 
 @GLOBAL_POOLS.register("max")
-class MaxPool(Pool):
+class MaxPool(FixedPool):
     """Max pooling: f_k = max over H x W of x_k."""
 
-    def __init__(self, channels: int):
-        super().__init__()
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return max_pool(x)
+    function = staticmethod(max_pool)
 
 
 @GLOBAL_POOLS.register("avgmax")
-class AvgMaxPool(Pool):
+class AvgMaxPool(FixedPool):
     """Mean of average and max pooling: f_k = (mean x_k + max x_k) / 2."""
 
-    def __init__(self, channels: int):
-        super().__init__()
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (avg_pool(x) + max_pool(x))
+    function = staticmethod(_avg_max_mean)
 
 
 @GLOBAL_POOLS.register("catavgmax")
-class CatAvgMaxPool(Pool):
+class CatAvgMaxPool(FixedPool):
     """Average and max pooling side by side: f = [mean x; max x], width 2C."""
 
-    def __init__(self, channels: int):
-        super().__init__()
+    function = staticmethod(_avg_max_concatenated)
 
     def out_features(self, channels: int) -> int:
         return 2 * channels
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([avg_pool(x), max_pool(x)], dim=1)
 
 
 @GLOBAL_POOLS.register("lse")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.pooling.base import MixedMaxAvg, Pool
+from pooling_lab.pooling.base import FixedPool, MixedMaxAvg, Pool
 from pooling_lab.registry import Registry
 
 if TYPE_CHECKING:
@@ -72,33 +72,25 @@ def rounded(values: torch.Tensor) -> list:
 
 
 @LOCAL_POOLS.register("max")
-class MaxPool(Pool):
+class MaxPool(FixedPool):
     """Max pooling, y = max_R x over 2x2 regions.
 
     Boureau, Ponce & LeCun, ICML 2010, "A Theoretical Analysis of Feature Pooling in Visual
     Recognition".
     """
 
-    def __init__(self, channels: int):
-        super().__init__()
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return max_pool2(x)
+    function = staticmethod(max_pool2)
 
 
 @LOCAL_POOLS.register("avg")
-class AvgPool(Pool):
+class AvgPool(FixedPool):
     """Average pooling, y = (1/|R|) sum_R x over 2x2 regions.
 
     Boureau, Ponce & LeCun, ICML 2010, "A Theoretical Analysis of Feature Pooling in Visual
     Recognition".
     """
 
-    def __init__(self, channels: int):
-        super().__init__()
-
-    def compute(self, x: torch.Tensor) -> torch.Tensor:
-        return avg_pool2(x)
+    function = staticmethod(avg_pool2)
 
 
 @LOCAL_POOLS.register("lp")
