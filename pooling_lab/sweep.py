@@ -58,11 +58,21 @@ def prepare(plan: Plan, out_root: Path) -> Prepared:
     for spec in plan.runs:
         key = _data_key(spec)
         if key not in data:
-            data[key] = load_data(spec.config.data)
+            data[key] = _load_data(plan, spec)
         check_model(plan, spec, data[key])
     root = experiment_dir(plan, out_root)
     results.check_format(root)
     return Prepared(plan, root, data)
+
+
+def _load_data(plan: Plan, spec: RunSpec) -> DataSplits:
+    """The run's data set; a data error is reported against the experiment file."""
+    try:
+        return load_data(spec.config.data)
+    except UserError as error:
+        if error.source is not None:
+            raise
+        raise type(error)(error.detail, source=str(plan.source), field=error.field) from None
 
 
 def check_model(plan: Plan, spec: RunSpec, data: DataSplits) -> None:

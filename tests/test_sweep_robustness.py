@@ -294,7 +294,8 @@ def test_missing_data_is_reported_before_anything_is_written(tmp_path: Path) -> 
     result = run_cli("run", path, "--out", out)
     assert result.exit_code == 2 and result.stdout == ""
     [line] = result.stderr.splitlines()
-    assert "cifar10 is not there" in line and "data.download: true" in line
+    assert line.startswith(f"error: {path}: data.root: cifar10 is not there")
+    assert "data.download: true" in line
     assert not out.exists()
 
 
