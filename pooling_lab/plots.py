@@ -275,7 +275,8 @@ def _legend_title(layout: Layout, keys: Sequence[str], note: str) -> str:
 
 def _legend_columns(labels: Sequence[str], width_in: float, font_size: float) -> int:
     """How many legend entries fit side by side across the figure."""
-    entry_in = max(map(len, labels)) * 0.55 * font_size / 72 + 0.45  # text plus handle
+    # text, plus handle, padding and column spacing (about 0.8 in at print sizes)
+    entry_in = max(map(len, labels)) * 0.6 * font_size / 72 + 0.8
     return max(1, min(len(labels), int(width_in // entry_in)))
 
 
