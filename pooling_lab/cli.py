@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring lines join into paragraphs in --help
 )
 console = Console()
 errors = Console(stderr=True)
