@@ -20,8 +20,9 @@ def format_value(value: Any) -> str:
         return str(value)
     if isinstance(value, numbers.Real):
         return f"{float(value):g}"
-    if isinstance(value, dict):
-        return ",".join(format_value(v) if k == "name" else f"{k}={format_value(v)}" for k, v in value.items())
+    if isinstance(value, dict):  # the name first, whatever order the mapping was stored in
+        ordered = sorted(value.items(), key=lambda item: item[0] != "name")
+        return ",".join(format_value(v) if k == "name" else f"{k}={format_value(v)}" for k, v in ordered)
     if isinstance(value, list | tuple):
         return ",".join(format_value(v) for v in value)
     return str(value)

@@ -510,6 +510,10 @@ def _run_summary_figure(
         frame = runs[["run_id", one.column]].assign(_x=x)
         _draw_p_series(ax, frame, groups, colours, one, connect=numeric)
     ax.set_xticks(ticks, tick_labels)
+    if sum(map(len, tick_labels)) > 40:  # many or long category names: slant them
+        ax.tick_params(axis="x", labelrotation=40)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     ax.set_xlabel(layout.name(key) if key else "")
     ax.set_ylabel(ylabel)
     legend = [*_group_proxies(groups, colours), *map(_series_proxy, series), _seed_marker()]
