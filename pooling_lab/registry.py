@@ -78,17 +78,30 @@ class Registry:
         return Annotated[union, BeforeValidator(named)]
 
     def _spec_model(self, name: str, factory: Callable[..., Any]) -> type[BaseModel]:
-        target = factory.__init__ if inspect.isclass(factory) else factory
-        hints = typing.get_type_hints(target, include_extras=True)
         fields: dict[str, Any] = {"name": (Literal[name], name)}
-        for param in inspect.signature(factory).parameters.values():
-            if param.name in self.context or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            annotation = hints.get(param.name, Any)
-            default = ... if param.default is inspect.Parameter.empty else param.default
-            fields[param.name] = (annotation, default)
+        fields |= self._fields(factory)
         model_name = f"{self.kind.title().replace(' ', '')}{name.title().replace('_', '')}Spec"
         return create_model(model_name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
+
+
+    def _fields(self, factory: Callable[..., Any]) -> dict[str, Any]:
+        """The schema fields of a factory's keyword arguments.  A class constructor that passes
+        ``**options`` on to its base class also takes the base constructor's fields, so a
+        variant (``wgem`` of ``gem``) states only what it adds."""
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        hints = typing.get_type_hints(target, include_extras=True)
+        fields: dict[str, Any] = {}
+        forwards = False
+        for param in inspect.signature(factory).parameters.values():
+            forwards |= param.kind is param.VAR_KEYWORD
+            if param.name in self.context or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[param.name] = (hints.get(param.name, Any), default)
+        if forwards and inspect.isclass(factory):
+            base = next(c for c in factory.__mro__[1:] if "__init__" in c.__dict__)
+            fields |= {k: v for k, v in self._fields(base).items() if k not in fields}
+        return fields
 
 
 def describe_defaults(entry: Entry) -> dict[str, Any]:

@@ -72,6 +72,31 @@ def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
 
+def residual_stages(
+    block: Callable[..., nn.Module],
+    in_channels: int,
+    width: int,
+    counts: tuple[int, ...],
+    expansion: int,
+    local_pool: LocalPoolFactory | None,
+) -> tuple[nn.Sequential, int]:
+    """The stages of a ResNet: stage i has ``counts[i]`` blocks of ``width * 2**i * expansion``
+    output channels; the first block of every stage after the first halves the map, by stride 2
+    or, given ``local_pool``, by that pool at the incoming width (then its convs run at stride 1).
+    Returns the stages and their output width."""
+    stages: list[nn.Module] = []
+    channels = in_channels
+    for index, count in enumerate(counts):
+        out_channels = width * 2**index * expansion
+        for position in range(count):
+            downsample = index > 0 and position == 0
+            pool = local_pool(channels) if downsample and local_pool is not None else None
+            stride = 2 if downsample and pool is None else 1
+            stages.append(block(channels, out_channels, stride, pool))
+            channels = out_channels
+    return nn.Sequential(*stages), channels
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut (He et al., 2016).
 
@@ -113,18 +138,7 @@ class ResNet18Cifar(nn.Module):
     ):
         super().__init__()
         self.stem = conv_bn_relu(in_channels, width)
-        stages: list[nn.Module] = []
-        channels = width
-        for index, blocks in enumerate((2, 2, 2, 2)):
-            out_channels = width * 2**index
-            for block in range(blocks):
-                downsample = index > 0 and block == 0
-                pool = local_pool(channels) if downsample and local_pool is not None else None
-                stride = 2 if downsample and pool is None else 1
-                stages.append(BasicBlock(channels, out_channels, stride, pool))
-                channels = out_channels
-        self.stages = nn.Sequential(*stages)
-        self.out_channels = channels
+        self.stages, self.out_channels = residual_stages(BasicBlock, width, width, (2, 2, 2, 2), 1, local_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))

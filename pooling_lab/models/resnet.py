@@ -21,7 +21,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.models.backbones import BACKBONES, BasicBlock, LocalPoolFactory, shortcut
+from pooling_lab.models.backbones import (
+    BACKBONES,
+    BasicBlock,
+    LocalPoolFactory,
+    residual_stages,
+    shortcut,
+)
 
 Width = Annotated[int, Field(ge=4, le=256)]
 
@@ -73,18 +79,7 @@ class ResNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1) if local_pool is None else local_pool(width),
         )
-        stages: list[nn.Module] = []
-        channels = width
-        for index, count in enumerate(blocks):
-            out_channels = width * 2**index * expansion
-            for position in range(count):
-                downsample = index > 0 and position == 0
-                pool = local_pool(channels) if downsample and local_pool is not None else None
-                stride = 2 if downsample and pool is None else 1
-                stages.append(block(channels, out_channels, stride, pool))
-                channels = out_channels
-        self.stages = nn.Sequential(*stages)
-        self.out_channels = channels
+        self.stages, self.out_channels = residual_stages(block, width, width, blocks, expansion, local_pool)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -8,7 +8,7 @@ Every member takes the same exponent options: ``mode`` (one ``shared`` p, one p
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -63,6 +63,7 @@ class GeM(Pool):
         size = {"shared": 1, "per_channel": channels, "group": groups}[mode]
         self.declare("p", p, size, param, learnable, exponent=True)
         self.channels, self.mode, self.groups, self.eps, self.impl = channels, mode, groups, eps, impl
+        self.p_param, self.p_learnable = param, learnable  # variants with exponents of their own follow these
 
     def exponent(self) -> torch.Tensor:
         """p as the core takes it: a scalar (shared) or one value per channel, shape (C,)."""
@@ -95,15 +96,9 @@ class WeightedGeM(GeM):
         self,
         channels: int,
         mask_size: Annotated[int, Field(ge=1, description="side of the stored mask")] = 8,
-        p: InitialP = 3.0,
-        learnable: bool = True,
-        mode: Mode = "shared",
-        groups: Groups = 1,
-        param: Param = "direct",
-        eps: Eps = 1e-6,
-        impl: Impl = "fused",
+        **gem: Any,
     ):
-        super().__init__(channels, p, learnable, mode, groups, param, eps, impl)
+        super().__init__(channels, **gem)
         self.mask_size = mask_size
         self.declare("mask", 0.5, mask_size * mask_size, "sigmoid", learnable=True)
 
@@ -132,15 +127,9 @@ class AttentionGeM(GeM):
         self,
         channels: int,
         attention: Literal["sigmoid", "softmax"] = "sigmoid",
-        p: InitialP = 3.0,
-        learnable: bool = True,
-        mode: Mode = "shared",
-        groups: Groups = 1,
-        param: Param = "direct",
-        eps: Eps = 1e-6,
-        impl: Impl = "fused",
+        **gem: Any,
     ):
-        super().__init__(channels, p, learnable, mode, groups, param, eps, impl)
+        super().__init__(channels, **gem)
         self.attention = attention
         # a bias shifts every score alike, which a softmax ignores
         self.score = nn.Conv2d(channels, 1, kernel_size=1, bias=attention == "sigmoid")
@@ -174,17 +163,11 @@ class RegionalGeM(GeM):
         channels: int,
         kernel_size: Annotated[int, Field(ge=1, description="side of the local Lp window")] = 3,
         p_local: Annotated[float, Field(gt=0, description="initial exponent of the local Lp pool")] = 3.0,
-        p: InitialP = 3.0,
-        learnable: bool = True,
-        mode: Mode = "shared",
-        groups: Groups = 1,
-        param: Param = "direct",
-        eps: Eps = 1e-6,
-        impl: Impl = "fused",
+        **gem: Any,
     ):
-        super().__init__(channels, p, learnable, mode, groups, param, eps, impl)
+        super().__init__(channels, **gem)
         self.kernel_size = kernel_size
-        self.declare("p_local", p_local, 1, param, learnable, exponent=True)
+        self.declare("p_local", p_local, 1, self.p_param, self.p_learnable, exponent=True)
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         local = regional_gem(x, self.effective("p_local")[0], self.kernel_size, self.eps)
@@ -208,15 +191,9 @@ class ScaleGeM(GeM):
         channels: int,
         scales: Scales = (1.0, 0.5),
         combine: Literal["max", "mean"] = "max",
-        p: InitialP = 3.0,
-        learnable: bool = True,
-        mode: Mode = "shared",
-        groups: Groups = 1,
-        param: Param = "direct",
-        eps: Eps = 1e-6,
-        impl: Impl = "fused",
+        **gem: Any,
     ):
-        super().__init__(channels, p, learnable, mode, groups, param, eps, impl)
+        super().__init__(channels, **gem)
         self.scales, self.combine = tuple(scales), combine
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
