@@ -11,6 +11,7 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.collections import PathCollection
 from matplotlib.colors import to_hex, to_rgb
+from numpy.testing import assert_allclose
 
 from pooling_lab import plots, style
 
@@ -385,7 +386,7 @@ def test_p_final_figure_places_numeric_values_and_shows_seed_extremes():
     finals = [[p_final(m, seed) for seed in SEEDS] for m in MARGINS]
     assert x == list(MARGINS)
     assert y == pytest.approx([np.mean(f) for f in finals])
-    assert extents == pytest.approx([(min(f), max(f)) for f in finals])
+    assert_allclose(extents, [(min(f), max(f)) for f in finals])
 
 
 def test_p_final_figure_uses_categorical_slots_for_text_values():
@@ -407,7 +408,7 @@ def test_final_accuracy_figure_per_categorical_value():
     by_pool = runs.groupby("model.pool")["test_accuracy"]
     assert x == [0.0, 1.0, 2.0]
     assert y == pytest.approx(list(by_pool.mean()))
-    assert extents == pytest.approx(list(zip(by_pool.min(), by_pool.max(), strict=True)))
+    assert_allclose(extents, list(zip(by_pool.min(), by_pool.max(), strict=True)))
     assert ax.get_ylabel() == "test accuracy"
 
 
@@ -417,22 +418,18 @@ def test_p_drift_figure_draws_learned_p_and_p_opt_at_the_same_x():
     learned, best = ax.containers
     finals = [[p_final(m, seed) for seed in SEEDS] for m in MARGINS]
     optima = [[p_opt(m, seed) for seed in SEEDS] for m in MARGINS]
-    assert errorbar_data(learned) == (
-        list(MARGINS),
-        pytest.approx([np.mean(f) for f in finals]),
-        pytest.approx([(min(f), max(f)) for f in finals]),
-    )
-    assert errorbar_data(best) == (
-        list(MARGINS),
-        pytest.approx([np.mean(o) for o in optima]),
-        pytest.approx([(min(o), max(o)) for o in optima]),
-    )
+    for container, values in ((learned, finals), (best, optima)):
+        x, y, extents = errorbar_data(container)
+        assert x == list(MARGINS)
+        assert y == pytest.approx([np.mean(v) for v in values])
+        assert_allclose(extents, [(min(v), max(v)) for v in values])
     learned_line, best_line = learned.lines[0], best.lines[0]
     assert (learned_line.get_marker(), learned_line.get_linestyle()) == ("o", "-")
     assert (best_line.get_marker(), best_line.get_linestyle()) == ("D", "--")
     dots = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
-    assert sorted(map(tuple, np.vstack(dots).tolist())) == pytest.approx(
-        sorted((m, value) for m in MARGINS for s in SEEDS for value in (p_final(m, s), p_opt(m, s)))
+    assert_allclose(
+        sorted(map(tuple, np.vstack(dots).tolist())),
+        sorted((m, value) for m in MARGINS for s in SEEDS for value in (p_final(m, s), p_opt(m, s))),
     )
     labels = legend_labels(fig)
     assert labels == ["learned p", plots.BEST.label, "individual seeds"]
@@ -505,7 +502,7 @@ def test_metric_vs_p_draws_one_dot_per_run_per_metric():
     for ax, metric in ((accuracy_ax, final_accuracy), (map_ax, final_map)):
         points = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets().tolist())
         expected = sorted((p_final(m, s), metric(m, s)) for m in MARGINS for s in SEEDS)
-        assert points == pytest.approx(expected)
+        assert_allclose(points, expected)
     assert "head.margin=2 (failed)" in legend_labels(fig)
 
 
