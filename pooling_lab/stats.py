@@ -162,12 +162,22 @@ def fixed_p_curve(loaded: results.Results) -> pd.DataFrame:
     return curve
 
 
+def _first_numeric_key(loaded: results.Results) -> str | None:
+    return next((key for key in loaded.swept if pd.api.types.is_numeric_dtype(loaded.runs[key])), None)
+
+
 def default_key(loaded: results.Results) -> str:
     """The first numeric swept key (e.g. ``head.margin``)."""
-    for key in loaded.swept:
-        if pd.api.types.is_numeric_dtype(loaded.runs[key]):
-            return key
-    raise UserError("no numeric swept key to relate the drift to; name one with --by", source=str(loaded.path))
+    key = _first_numeric_key(loaded)
+    if key is None:
+        raise UserError("no numeric swept key to relate the drift to; name one with --by", source=str(loaded.path))
+    return key
+
+
+def drift_report_stem(loaded: results.Results, key: str) -> str:
+    """``drift`` for the default key, ``drift_by_<key>`` for any other, so that grouping by
+    another key (``--by seed``) never overwrites the default report."""
+    return "drift" if key == _first_numeric_key(loaded) else f"drift_by_{key}"
 
 
 def write_reports(loaded: results.Results, key: str | None = None) -> list[Path]:
@@ -192,7 +202,8 @@ def write_reports(loaded: results.Results, key: str | None = None) -> list[Path]
 
 
 def write_drift_report(loaded: results.Results, key: str | None = None) -> list[Path]:
-    """drift.csv (one row per value of ``key``) and drift.md (the table and the correlation)."""
+    """drift.csv (one row per value of ``key``) and drift.md (the table and the correlation),
+    named after ``key`` when it is not the default one (``drift_report_stem``)."""
     key = key or default_key(loaded)
     if key not in loaded.runs:
         raise UserError(f"{key!r} is not a swept key; swept: {', '.join(loaded.swept) or 'none'}", field="--by")
@@ -200,7 +211,8 @@ def write_drift_report(loaded: results.Results, key: str | None = None) -> list[
     table = drift_table(runs, key)
     probed = drift_runs(runs)
     correlation = spearman_test(probed[key].to_numpy(float), probed["abs_drift"].to_numpy())
-    csv_path, md_path = loaded.path / "drift.csv", loaded.path / "drift.md"
+    stem = drift_report_stem(loaded, key)
+    csv_path, md_path = loaded.path / f"{stem}.csv", loaded.path / f"{stem}.md"
     results.write_csv(csv_path, table)
     atomic.write_text(md_path, drift_markdown(table, key, correlation))
     return [csv_path, md_path]
@@ -214,14 +226,23 @@ def fixed_p_markdown(curve: pd.DataFrame, others: list[str]) -> str:
         "Models trained with p held fixed; mean over seeds with a 95% percentile-bootstrap interval.",
         "The best p of each group (by test mAP) is marked *.",
         "",
-        "| " + " | ".join([*others, "p", "seeds", *[label for _, label in metrics]]) + " |",
-        "|" + "---|" * (len(others) + 2 + len(metrics)),
+        *markdown_header([*others, "p", "seeds", *[label for _, label in metrics]]),
     ]
     for _, row in curve.iterrows():
         cells = [format_value(row[k]) for k in others] + [f"{row['p']:g}{' *' if row['best'] else ''}", str(int(row["seeds"]))]
         cells += [_cell(curve, row, c) for c, _ in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
+
+
+def markdown_row(cells: list[str]) -> str:
+    """One markdown table row; a pipe inside a cell (``|drift|``) is escaped so it does not split it."""
+    return "| " + " | ".join(cell.replace("|", r"\|") for cell in cells) + " |"
+
+
+def markdown_header(labels: list[str]) -> list[str]:
+    """The header row and the separator row of a markdown table."""
+    return [markdown_row(labels), "|" + "---|" * len(labels)]
 
 
 def _cell(table: pd.DataFrame, row: pd.Series, column: str) -> str:
@@ -240,12 +261,11 @@ def drift_markdown(table: pd.DataFrame, key: str, correlation: Correlation) -> s
         "",
         "Mean over seeds with a 95% percentile-bootstrap interval; drift = learned p - p_opt.",
         "",
-        "| " + " | ".join([key, "seeds", *[label for _, label in columns]]) + " |",
-        "|" + "---|" * (2 + len(columns)),
+        *markdown_header([key, "seeds", *[label for _, label in columns]]),
     ]
     for _, row in table.iterrows():
         cells = [f"{row[key]:g}", str(int(row["seeds"]))] + [_cell(table, row, c) for c, _ in columns]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     lines += [
         "",
         f"Spearman correlation of {key} with |drift| over {correlation.runs} runs: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,57 @@ def test_accuracy_optimum_is_read_from_the_probe_curves() -> None:
     })
     optima = stats.with_accuracy_optimum(runs, probe).set_index("run_id")["p_opt_accuracy"]
     assert optima["a"] == 8.0 and optima["b"] == 8.0 and np.isnan(optima["c"])
+
+
+def _probed_results(path: Path) -> stats.results.Results:
+    """Six probed runs of a margin sweep (two margins, three seeds), written nowhere yet."""
+    runs = pd.DataFrame({
+        "run_id": list("abcdef"),
+        "head.margin": [0.0, 0.0, 0.0, 0.5, 0.5, 0.5],
+        "seed": [0, 1, 2, 0, 1, 2],
+        "status": ["done"] * 6,
+        "p_final": [3.0, 3.2, 3.4, 1.0, 1.2, 1.4],
+        "p_opt": [4.0, 4.0, 4.0, 4.0, 5.0, 4.0],
+        "test_map": [0.5, 0.6, 0.7, 0.5, 0.6, 0.7],
+        "test_map_at_p_opt": [0.6, 0.6, 0.8, 0.5, 0.7, 0.7],
+    })
+    empty = pd.DataFrame()
+    return stats.results.Results(path, {}, ["head.margin"], runs, empty, empty, empty, empty, empty)
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a markdown table row: split at pipes that are not escaped."""
+    return re.split(r"(?<!\\)\|", line.strip())[1:-1]
+
+
+def _assert_well_formed_table(markdown: str) -> list[list[str]]:
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    separator = _cells(rows[1])
+    assert set(separator) == {"---"}
+    for row in rows:
+        assert len(_cells(row)) == len(separator), row
+    return [_cells(row) for row in rows]
+
+
+def test_markdown_tables_have_as_many_cells_in_every_row_as_the_separator(tmp_path: Path) -> None:
+    stats.write_reports(_probed_results(tmp_path))
+    header, *_ = _assert_well_formed_table((tmp_path / "drift.md").read_text())
+    assert [cell.strip() for cell in header[:6]] == ["head.margin", "seeds", "learned p", "p_opt (val mAP)", "drift",
+                                                     r"\|drift\|"]
+    curve = pd.DataFrame({"head.margin": [0.0], "p": [3.0], "seeds": [2], "best": [True], "test_map": [0.5],
+                          "test_map_low": [0.4], "test_map_high": [0.6]})
+    _assert_well_formed_table(stats.fixed_p_markdown(curve, ["head.margin"]))
+
+
+def test_grouping_by_another_key_writes_beside_the_default_report(tmp_path: Path) -> None:
+    loaded = _probed_results(tmp_path)
+    default = stats.write_reports(loaded)
+    assert [path.name for path in default] == ["drift.csv", "drift.md"]
+    recorded = {path: path.read_bytes() for path in default}
+    by_seed = stats.write_reports(loaded, "seed")
+    assert [path.name for path in by_seed] == ["drift_by_seed.csv", "drift_by_seed.md"]
+    assert {path: path.read_bytes() for path in default} == recorded
+    assert list(pd.read_csv(tmp_path / "drift_by_seed.csv")["seed"]) == [0, 1, 2]
+    assert (tmp_path / "drift_by_seed.md").read_text().startswith("# p drift by seed")
+    assert [path.name for path in stats.write_reports(loaded, "head.margin")] == ["drift.csv", "drift.md"]
+    assert {path: path.read_bytes() for path in default} == recorded
