@@ -16,7 +16,7 @@ from typing import Any
 from pooling_lab import claims, results
 
 FIELDS = ("epoch", "epochs", "step", "total_steps", "p_final", "p_opt", "test_accuracy", "val_accuracy",
-          "attempts", "wall_time_s", "error", "diverged_step", "started", "updated", "finished")
+          "attempts", "wall_time_s", "error", "diverged_step", "started", "updated", "finished", "flags")
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,25 @@
-"""Probe an existing run again (``pooling-lab probe RUN_DIR --p 1:8:0.25``), from its checkpoint."""
+"""Probe an existing run again (``pooling-lab probe RUN_DIR --p 1:8:0.25``), from its checkpoint,
+without touching what the run recorded unless asked to (``--replace``)."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 from pydantic import ValidationError
 
 from pooling_lab import results
-from pooling_lab.config import ExperimentConfig, RunSpec
+from pooling_lab.config import ExperimentConfig, Plan, RunSpec, load_plan
 from pooling_lab.data import load_data
 from pooling_lab.errors import UserError
 from pooling_lab.results import RunFiles
-from pooling_lab.train.loop import SilentProgress, Trainer
+from pooling_lab.sweep import write_runs_table
+from pooling_lab.train.loop import SilentProgress, Trainer, current_p
 
 
 def parse_p_values(text: str) -> list[float]:
@@ -37,14 +41,54 @@ def parse_p_values(text: str) -> list[float]:
     return values
 
 
-def reprobe(run_dir: Path, p_values: list[float]) -> dict[str, Any]:
-    """Rerun the final evaluation of a trained run with a new p grid; returns its new status."""
+GRID_NAME_LIMIT = 100  # characters of a probe file's grid name; a longer grid is named by a hash
+
+
+@dataclass(frozen=True)
+class Reprobed:
+    """A re-probe's outcome: the probe table written, the learned p, the metrics of
+    ``Trainer.final_metrics`` (p_opt, the test metrics at the learned p and at p_opt) and a
+    ``warning`` when the learned p lies outside the grid."""
+
+    path: Path
+    p_final: float
+    final: dict[str, Any]
+    warning: str | None
+
+
+def reprobe(run_dir: Path, p_values: list[float] | None = None, replace: bool = False) -> Reprobed:
+    """Rerun a trained run's probe over ``p_values`` (default: the run's own ``eval.probe_p``).
+    The table goes to probe_<grid>.csv beside the recorded probe.csv, which stays as it is; with
+    ``replace`` it replaces probe.csv, and p_opt with the test metrics at p_opt in status.json and
+    runs.csv."""
     files = RunFiles(Path(run_dir))
+    trainer = finished_trainer(files)
+    if p_values is None:
+        p_values = trainer.config.eval.probe_p
+        if not p_values:
+            raise UserError("the run was not probed; give the test-time p values with --p",
+                            source=str(files.config), field="eval.probe_p")
+    final, table = trainer.final_metrics(p_values)
+    if replace:
+        path, plan = files.probe, experiment_plan(files.root.parent)  # a bad experiment.yaml stops it here
+        results.write_csv(path, table)
+        results.update_status(files, **{k: v for k, v in final.items() if k == "p_opt" or k.endswith("_at_p_opt")})
+        if plan is not None:
+            write_runs_table(files.root.parent, plan)
+    else:
+        path = files.root / f"probe_{grid_name(p_values)}.csv"
+        results.write_csv(path, table)
+    p_final = current_p(trainer.model)
+    return Reprobed(path, p_final, final, outside_grid_warning(p_final, p_values))
+
+
+def finished_trainer(files: RunFiles) -> Trainer:
+    """The run's trainer at the end of its training (from checkpoint.pt), ready to evaluate."""
     status = results.read_status(files)
     if status is None or not files.config.exists():
-        raise UserError("not a run directory (no status.json / config.yaml)", source=str(run_dir))
+        raise UserError("not a run directory (no status.json / config.yaml)", source=str(files.root))
     if not files.checkpoint.exists():
-        raise UserError("the run has no checkpoint.pt to probe", source=str(run_dir))
+        raise UserError("the run has no checkpoint.pt to probe", source=str(files.root))
     try:
         config = ExperimentConfig.model_validate(yaml.safe_load(files.config.read_text()))
     except ValidationError as error:
@@ -54,14 +98,42 @@ def reprobe(run_dir: Path, p_values: list[float]) -> dict[str, Any]:
     spec = RunSpec(config, {}, status["run_id"], files.root.name)
     trainer = Trainer(spec, files, load_data(config.data), SilentProgress())
     if not trainer.resume() or trainer.epoch < config.train.epochs:
-        raise UserError("the run has not finished training; run the experiment to complete it", source=str(run_dir))
-    final = trainer.evaluate_final(p_values)
-    refresh_runs_table(files.root.parent)
-    return final
+        raise UserError("the run has not finished training; run the experiment to complete it", source=str(files.root))
+    return trainer
 
 
-def refresh_runs_table(experiment_dir: Path) -> None:
-    """Bring runs.csv up to date with the runs' status.json files."""
-    if (experiment_dir / results.RUNS_FILE).exists():
-        loaded = results.load(experiment_dir)
-        results.write_csv(experiment_dir / results.RUNS_FILE, pd.DataFrame(loaded.runs))
+def outside_grid_warning(p_final: float, p_values: list[float]) -> str | None:
+    low, high = min(p_values), max(p_values)
+    if not math.isfinite(p_final) or low <= p_final <= high:
+        return None
+    return (f"the learned p = {p_final:.4g} lies outside the probed grid [{low:g}, {high:g}]; "
+            "p_opt is only the best p within it")
+
+
+def grid_name(p_values: list[float]) -> str:
+    """A probe grid as a file-name part, exact and short: ``1-8_step0.25`` for three or more
+    evenly spaced values, else the values (``1,2,3.5``); a hash when that is too long."""
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(p_values)}
+    if len(p_values) >= 3 and len(steps) == 1 and steps.pop() > 0:
+        name = f"{_exact(p_values[0])}-{_exact(p_values[-1])}_step{_exact(round(p_values[1] - p_values[0], 9))}"
+    else:
+        name = ",".join(map(_exact, p_values))
+    if len(name) > GRID_NAME_LIMIT:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{_exact(min(p_values))}-{_exact(max(p_values))}_{len(p_values)}values_{digest}"
+    return name
+
+
+def _exact(value: float) -> str:
+    """The shortest text that reads back as ``value`` (``1``, ``0.25``, ``2.438003301620483``)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def experiment_plan(experiment_dir: Path) -> Plan | None:
+    """The plan of the experiment a run belongs to, whose runs.csv the sweep writes (None for a
+    run outside an experiment directory)."""
+    experiment_file = experiment_dir / results.EXPERIMENT_FILE
+    if (experiment_dir / results.RUNS_FILE).exists() and experiment_file.exists():
+        return load_plan(experiment_file)
+    return None

@@ -192,7 +192,8 @@ def unfinished(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_runs_table(root: Path, plan: Plan) -> None:
-    """runs.csv from the runs' status.json files (the truth, whichever process wrote them)."""
+    """runs.csv from the runs' status.json files (the truth, whichever process wrote them); a
+    run's ``flags`` (what looks wrong in a finished run's numbers) are joined by "; "."""
     rows, statuses = [], []
     for spec in plan.runs:
         status = known_status(root, spec)
@@ -200,10 +201,11 @@ def write_runs_table(root: Path, plan: Plan) -> None:
         row = {"run_id": spec.run_id, "run_dir": spec.dir_name}
         row |= {key: _cell(value) for key, value in spec.swept.items()}
         row |= {"seed": spec.config.train.seed, "status": status.get("status", "pending")}
+        row |= {"flags": "; ".join(status.get("flags") or [])}
         row |= {key: status.get(key) for key in results.summary_columns(status)}
         rows.append(row)
     summary = results.summary_columns(*statuses)
-    columns = ["run_id", "run_dir", *plan.swept_keys, "seed", "status", *summary]
+    columns = ["run_id", "run_dir", *plan.swept_keys, "seed", "status", "flags", *summary]
     results.write_csv(root / results.RUNS_FILE, pd.DataFrame(rows, columns=columns))
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from pooling_lab import evaluate
-from pooling_lab.config import ExperimentConfig
-from pooling_lab.data import BatchLoader, Split
+from pooling_lab.config import ExperimentConfig, RunSpec
+from pooling_lab.data import BatchLoader, Split, load_data
 from pooling_lab.models import build_model
+from pooling_lab.results import RunFiles
+from pooling_lab.train.loop import SilentProgress, Trainer
 
 
 def brute_force_ap(similarity: np.ndarray, labels: np.ndarray) -> tuple[list[float], list[list[bool]]]:
@@ -109,3 +113,40 @@ def test_multi_scale_combines_normalised_descriptors() -> None:
     torch.testing.assert_close(both, (unit[1.0] + unit[0.5]) / 2)
     largest = evaluate.SplitPass(model, batches, scales=[1.0, 0.5], combine="max").outputs().embeddings
     torch.testing.assert_close(largest, torch.maximum(unit[1.0], unit[0.5]))
+
+
+def _untrained_run(root: Path, scales: list[float], combine: str = "mean") -> Trainer:
+    """A run of a tiny model, not trained, whose final evaluation uses ``eval.scales``."""
+    config = ExperimentConfig.model_validate({
+        "name": "t",
+        "data": {"dataset": "synthetic", "val_size": 0.1,
+                 "synthetic": {"image_size": 16, "cell_size": 4, "num_classes": 4, "train_size": 200, "test_size": 60}},
+        "model": {"backbone": {"name": "small_cnn", "width": 8, "depth": 2}, "pool": {"name": "gem"}},
+        "head": {"name": "cosine"},
+        "eval": {"metrics": ["accuracy", "map"], "scales": scales, "scale_combine": combine},
+    })
+    files = RunFiles(root)
+    root.mkdir()
+    return Trainer(RunSpec(config, {}, "id", root.name), files, load_data(config.data), SilentProgress())
+
+
+def test_final_evaluation_uses_the_configured_scales(tmp_path: Path) -> None:
+    run = _untrained_run(tmp_path / "multi", [1.0, 0.5])
+    final = run.evaluate_final([])
+    # independently: each test image's descriptor at full and half size, L2-normalised, averaged
+    model = run.model.eval()
+    descriptors, labels = [], []
+    with torch.no_grad():
+        for images, batch_labels in run.test_batches:
+            half = torch.nn.functional.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True)
+            unit = [torch.nn.functional.normalize(model.embedding(model.pool(model.backbone(x))), dim=1)
+                    for x in (images, half)]
+            descriptors.append((unit[0] + unit[1]) / 2)
+            labels.append(batch_labels)
+    descriptors, labels = torch.cat(descriptors), torch.cat(labels)
+    assert final["test_map"] == pytest.approx(evaluate.retrieval_map(descriptors, labels), abs=1e-6)
+    assert final["test_accuracy"] == pytest.approx((model.head(descriptors).argmax(1) == labels).float().mean().item())
+    single = _untrained_run(tmp_path / "single", [1.0]).evaluate_final([])
+    assert abs(single["test_map"] - final["test_map"]) > 1e-3
+    largest = _untrained_run(tmp_path / "max", [1.0, 0.5], combine="max").evaluate_final([])
+    assert abs(largest["test_map"] - final["test_map"]) > 1e-4

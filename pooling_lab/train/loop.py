@@ -26,7 +26,7 @@ from pooling_lab import atomic, results, signals
 from pooling_lab.config import RunSpec
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
-from pooling_lab.evaluate import SplitPass, accuracy_of, best_p, probe, split_metrics
+from pooling_lab.evaluate import SplitPass, accuracy_of, best_p, probe, run_flags, split_metrics
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.signals import Interrupted
@@ -114,6 +114,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.generator = torch.Generator(device=device).manual_seed(config.train.seed)
         in_channels = data.train.images.shape[1]
+        self.num_classes = data.num_classes
         self.model = build_model(config, in_channels, data.num_classes).to(device)
         channels_last = device.type == "cuda"
         if channels_last:
@@ -336,24 +337,42 @@ class Trainer:
         return accuracy_of(SplitPass(self.model, batches, self.compute.autocast()).outputs())
 
     def evaluate_final(self, probe_p: list[float]) -> dict[str, Any]:
-        """Final evaluation: the metrics on val and test, and the test-time p probe over
-        ``probe_p`` (p_opt chosen on val, test metrics at p_opt); marks the run done."""
+        """Final evaluation (``final_metrics``): writes probe.csv and marks the run done, with
+        ``flags`` naming what looks wrong in its numbers (``run_flags``)."""
         self._write_final_params()
+        final, table = self.final_metrics(probe_p)
+        if table is not None:
+            results.write_csv(self.files.probe, table)
+        final = self._summary() | final
+        return results.update_status(self.files, status="done", finished=results.now(),
+                                     flags=run_flags(final, self.num_classes), **final)
+
+    def final_metrics(self, probe_p: list[float]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+        """The metrics on val and test, and the test-time p probe over ``probe_p`` (its table
+        on val, p_opt chosen on val, the test metrics at p_opt; None without a val split or
+        ``probe_p``).  Writes nothing."""
         evaluation = self.config.eval
         probing = bool(probe_p)
         final: dict[str, Any] = {}
-        test = SplitPass(self.model, self.test_batches, self.compute.autocast(), keep_maps=probing)
+        table = None
+        test = self._final_pass(self.test_batches, keep_maps=probing)
         final |= {f"test_{k}": v for k, v in split_metrics(test.outputs(), evaluation.metrics).items()}
         if self.val_batches is not None:
-            val = SplitPass(self.model, self.val_batches, self.compute.autocast(), keep_maps=probing)
+            val = self._final_pass(self.val_batches, keep_maps=probing)
             final |= {f"val_{k}": v for k, v in split_metrics(val.outputs(), evaluation.metrics).items()}
             if probing:
                 table = probe(val, probe_p, evaluation.metrics)
-                results.write_csv(self.files.probe, table)
                 final["p_opt"] = p_opt = best_p(table)
                 at_opt = probe(test, [p_opt], evaluation.metrics).iloc[0]
                 final |= {f"test_{k}_at_p_opt": float(at_opt[k]) for k in evaluation.metrics}
-        return results.update_status(self.files, status="done", finished=results.now(), **(self._summary() | final))
+        return final, table
+
+    def _final_pass(self, batches: BatchLoader, keep_maps: bool) -> SplitPass:
+        """A pass for the final evaluation and the probe: at the test-time scales of ``eval``
+        (the per-epoch accuracy stays at scale 1)."""
+        evaluation = self.config.eval
+        return SplitPass(self.model, batches, self.compute.autocast(), keep_maps=keep_maps,
+                         scales=evaluation.scales, combine=evaluation.scale_combine)
 
     def _write_final_params(self) -> None:
         """Every element of every traced pooling parameter at the end (per-channel p histograms)."""
