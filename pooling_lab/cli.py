@@ -11,10 +11,43 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
+from pooling_lab import __version__
 from pooling_lab.errors import UserError
 
-app = typer.Typer(
+
+class _FlagsTakeNoValue:
+    """--help shows no value type for a flag (typer shows `<bool>` for every flag, --help
+    included, though a flag takes no value)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    """A Typer app whose groups and commands show flags without a value type."""
+
+    def __init__(self, **options: Any):
+        super().__init__(cls=_Group, **options)
+
+    def command(self, *args: Any, **options: Any) -> Any:
+        return super().command(*args, cls=_Command, **options)
+
+
+app = _App(
     help="Train classifiers with swappable pooling layers and trace how learnable pooling "
     "parameters (GeM's p above all) evolve.",
     no_args_is_help=True,
@@ -31,6 +64,20 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override a config value: key.path=value (value parsed as YAML). Repeatable."),
 ]
 ExperimentFile = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"pooling-lab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _common_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 @contextlib.contextmanager
@@ -59,10 +106,11 @@ def validate(experiment: ExperimentFile, overrides: Overrides = None, debug: Deb
 @app.command()
 def run(
     experiment: ExperimentFile,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Results root; runs go to OUT/<name>/.")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results root; runs go to `OUT/<name>/`.")] = Path("results"),
     overrides: Overrides = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded run table, train nothing.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; one line per run.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print one line per run start and end, and failures; "
+                                        "no bars, no epoch lines, no summary table.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Train N runs at once in separate processes, "
                                       "dividing the CPU threads (or the visible GPUs) between them.")] = 1,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed or diverged run.")] = False,
@@ -71,11 +119,15 @@ def run(
     """Train every run of an experiment (finished runs are skipped, interrupted ones resumed;
     runs another `pooling-lab run` on the same results holds are left to it).  Exit code: 0 every
     run done, 1 some run failed, diverged or is left to do, 2 bad input, 130 / 143 stopped by
-    Ctrl-C / SIGTERM (checkpointed: run the same command again to resume)."""
+    Ctrl-C / SIGTERM (checkpointed: run the same command again to resume).
+
+    Progress: stdout gets one line per run start (or resume), epoch and end as they happen, so a
+    log fills while the runs go; failures go to stderr at once; on a terminal, stderr also shows
+    live bars with an ETA, one per run in training."""
     from pooling_lab import results, signals
     from pooling_lab.config import load_plan
     from pooling_lab.parallel import new_job, run_parallel
-    from pooling_lab.progress import EventLines, RichProgress, plan_table, summary_table
+    from pooling_lab.progress import SweepDisplay, TrainerProgress, plan_table, summary_table
     from pooling_lab.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
 
     with user_errors(debug):
@@ -87,18 +139,17 @@ def run(
             console.print(plan_table(plan, states))
             return
         prepared = prepare(plan, out)
-    display = None if quiet or jobs > 1 else RichProgress(console, len(plan.runs))
-    report = EventLines(console, errors, root, lines=display is None, bars=display, epochs=jobs > 1 and not quiet)
+    display = SweepDisplay(console, errors, root, len(plan.runs), quiet=quiet)
     with signals.catching(), user_errors(debug):
         try:
-            if jobs > 1:
-                stopped_by = run_parallel(new_job(experiment, out, overrides or [], jobs, fail_fast), jobs, report)
-                if stopped_by is not None:
-                    raise signals.Interrupted(stopped_by)
-                statuses = final_statuses(prepared)
-            else:
-                with display or contextlib.nullcontext():
-                    statuses = run_plan(prepared, progress=display, on_event=report, fail_fast=fail_fast)
+            with display:
+                if jobs > 1:
+                    stopped_by = run_parallel(new_job(experiment, out, overrides or [], jobs, fail_fast), jobs, display)
+                    if stopped_by is not None:
+                        raise signals.Interrupted(stopped_by)
+                    statuses = final_statuses(prepared)
+                else:
+                    statuses = run_plan(prepared, progress=TrainerProgress(display), on_event=display, fail_fast=fail_fast)
         except signals.Interrupted as error:
             errors.print(f"{error}: checkpointed; run the same command again to resume", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
@@ -107,7 +158,7 @@ def run(
             raise typer.Exit(130) from None
     if not quiet:
         console.print(summary_table(plan, statuses))
-    console.print(f"results: {root}")
+    console.print(f"results: {root}", soft_wrap=True)
     if unfinished(statuses):
         raise typer.Exit(1)
 
@@ -175,25 +226,34 @@ def figures(
 @app.command()
 def probe(
     run_dir: Annotated[Path, typer.Argument(help="A finished run's directory (it needs checkpoint.pt).")],
-    p: Annotated[str, typer.Option("--p", help="Test-time p values: start:stop:step (stop included) or a comma list.")] = "1:8:0.25",
+    p: Annotated[str | None, typer.Option("--p", help="Test-time p values: start:stop:step (stop included) or a "
+                                          "comma list [default: the run's eval.probe_p].")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the run's probe.csv and its p_opt (status.json, "
+                                          "runs.csv) instead of writing probe_<grid>.csv beside them.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Evaluate a trained run with its GeM p replaced by each value; rewrite probe.csv and p_opt."""
+    """Evaluate a trained run with its GeM p replaced by each value; write probe_<grid>.csv
+    beside the recorded probe.csv (or, with --replace, rewrite probe.csv and p_opt)."""
     from pooling_lab.reprobe import parse_p_values, reprobe
 
     with user_errors(debug):
-        status = reprobe(run_dir, parse_p_values(p))
+        outcome = reprobe(run_dir, None if p is None else parse_p_values(p), replace)
+    if outcome.warning:
+        errors.print(f"warning: {outcome.warning}", markup=False, highlight=False, soft_wrap=True)
+    final = outcome.final
     console.print(
-        f"p_opt = {status['p_opt']:g} (learned p = {status['p_final']:.4g}); "
-        f"test mAP {status.get('test_map', float('nan')):.4f} at the learned p, "
-        f"{status.get('test_map_at_p_opt', float('nan')):.4f} at p_opt; wrote {run_dir / 'probe.csv'}"
+        f"p_opt = {final['p_opt']:g} (learned p = {outcome.p_final:.4g}); "
+        f"test mAP {final.get('test_map', float('nan')):.4f} at the learned p, "
+        f"{final.get('test_map_at_p_opt', float('nan')):.4f} at p_opt; wrote {outcome.path}",
+        markup=False, highlight=False, soft_wrap=True,
     )
 
 
 @app.command()
 def stats(
     results_dir: Annotated[Path, typer.Argument(help="An experiment's results directory.")],
-    by: Annotated[str | None, typer.Option("--by", help="Swept key to group the drift by [default: the first numeric one].")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Swept key to group the drift by [default: the first numeric one]; "
+                                                   "another key writes drift_by_KEY.csv/.md.")] = None,
     debug: Debug = False,
 ) -> None:
     """Drift statistics (learned p - p_opt) per swept value, with bootstrap intervals and the
@@ -210,7 +270,7 @@ def stats(
     console.print("wrote " + ", ".join(str(path) for path in written))
 
 
-catalogue = typer.Typer(help="List what can be named in an experiment file.", no_args_is_help=True)
+catalogue = _App(help="List what can be named in an experiment file.", no_args_is_help=True)
 app.add_typer(catalogue, name="list")
 
 
@@ -230,7 +290,7 @@ def list_pools() -> None:
         for entry in registry.entries():
             learnable = ", ".join(registry.build(entry.name, channels=8).traced()) or "-"
             defaults = ", ".join(f"{k}={v}" for k, v in describe_defaults(entry).items()) or "-"
-            table.add_row(entry.name, kind, learnable, escape(defaults), escape(entry.summary))
+            table.add_row(entry.name, kind, learnable, escape(defaults), _what(entry))
     console.print(table)
 
 
@@ -250,6 +310,11 @@ def list_backbones() -> None:
     _print_registry("backbones (model.backbone:)", BACKBONES)
 
 
+def _what(entry: Any) -> str:
+    """A registry entry's summary as plain text: its docstring's ``name`` literals unquoted."""
+    return escape(entry.summary.replace("``", ""))
+
+
 def _print_registry(title: str, registry: Any) -> None:
     from rich.table import Table
 
@@ -260,7 +325,7 @@ def _print_registry(title: str, registry: Any) -> None:
         table.add_column(column)
     for entry in registry.entries():
         defaults = ", ".join(f"{k}={v}" for k, v in describe_defaults(entry).items()) or "-"
-        table.add_row(entry.name, escape(defaults), escape(entry.summary))
+        table.add_row(entry.name, escape(defaults), _what(entry))
     console.print(table)
 
 

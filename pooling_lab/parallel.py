@@ -3,8 +3,9 @@
 Each worker is ``python -m pooling_lab.parallel JOB`` and runs the ordinary sweep, so the workers
 divide the runs through the claim files exactly as separate ``pooling-lab run`` processes do.
 Each gets ``cores // N`` CPU threads, or one GPU when several are visible.  Workers report their
-events as JSON lines on stdout; the parent prints them and forwards SIGINT / SIGTERM (the workers
-run in their own sessions, so a Ctrl-C reaches them once, through the parent).
+runs' progress and the sweep's events as JSON lines on stdout; the parent shows them (a line or a
+bar per run) and forwards SIGINT / SIGTERM (the workers run in their own sessions, so a Ctrl-C
+reaches them once, through the parent).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,12 +25,13 @@ from typing import IO, Any
 
 from pooling_lab import signals
 from pooling_lab.claims import HOST
-from pooling_lab.config import RunSpec
 from pooling_lab.errors import UserError
-from pooling_lab.progress import EventLines
+from pooling_lab.progress import SweepDisplay, TrainerProgress
 from pooling_lab.sweep import UNSUCCESSFUL
 
 POLL_S = 0.2
+UPDATE_S = 0.5  # a worker reports a run's step count at most this often
+DISPLAY_CALLS = ("run_started", "update", "epoch", "run_finished")  # SweepDisplay's, by name
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Job:
     session: str = ""
 
 
-def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
+def run_parallel(job: Job, jobs: int, report: SweepDisplay) -> int | None:
     """Run ``jobs`` workers to the end; return the signal that stopped them, if one did."""
     gpus = _visible_gpus()
     workers = []
@@ -75,8 +78,8 @@ def run_parallel(job: Job, jobs: int, report: EventLines) -> int | None:
             continue
         if event is None:
             open_streams -= 1
-        elif event["kind"] == "epoch":
-            report.epoch(event["run"], event["row"], event["epochs"])
+        elif event["kind"] in DISPLAY_CALLS:
+            getattr(report, event.pop("kind"))(**event)
         elif event["kind"] in ("skipped", "busy"):
             if event["run"] not in told and event["status"].get("held_by") not in siblings:
                 report(event["kind"], event["run"], event["status"])
@@ -115,11 +118,11 @@ def _send(workers: list[subprocess.Popen], signum: int) -> None:
 
 
 class JsonLines:
-    """A ``ProgressSink`` and ``sweep.Event`` that writes one JSON line per event to stdout."""
+    """A worker's ``SweepDisplay``: each call, and each ``sweep.Event``, as one JSON line on
+    stdout for the parent to show; a run's step count at most every ``UPDATE_S``."""
 
     def __init__(self) -> None:
-        self.run = ""
-        self.epochs = 0
+        self.last_update = 0.0
 
     def emit(self, **event: Any) -> None:
         print(json.dumps(event, default=str), flush=True)
@@ -127,17 +130,20 @@ class JsonLines:
     def __call__(self, kind: str, run: str, status: dict[str, Any]) -> None:
         self.emit(kind=kind, run=run, status=status)
 
-    def run_started(self, spec: RunSpec, total_steps: int, done_steps: int) -> None:
-        self.run, self.epochs = spec.dir_name, spec.config.train.epochs
+    def run_started(self, run: str, total_steps: int, done_steps: int, epochs: int) -> None:
+        self.emit(kind="run_started", run=run, total_steps=total_steps, done_steps=done_steps, epochs=epochs)
 
-    def step(self) -> None:
-        pass
+    def update(self, run: str, completed: int) -> None:
+        now = time.monotonic()
+        if now - self.last_update >= UPDATE_S:
+            self.last_update = now
+            self.emit(kind="update", run=run, completed=completed)
 
-    def epoch_done(self, row: dict[str, Any]) -> None:
-        self.emit(kind="epoch", run=self.run, row=row, epochs=self.epochs)
+    def epoch(self, run: str, row: dict[str, Any]) -> None:
+        self.emit(kind="epoch", run=run, row=row)
 
-    def run_finished(self, spec: RunSpec, status: dict[str, Any]) -> None:
-        pass
+    def run_finished(self, run: str) -> None:
+        self.emit(kind="run_finished", run=run)
 
 
 def worker(job: Job) -> int:
@@ -147,11 +153,12 @@ def worker(job: Job) -> int:
     from pooling_lab.sweep import prepare, run_plan
 
     torch.set_num_threads(job.threads)
-    sink = JsonLines()
+    lines = JsonLines()
     with signals.catching():
         try:
             prepared = prepare(load_plan(job.experiment, job.overrides), Path(job.out))
-            run_plan(prepared, progress=sink, on_event=sink, fail_fast=job.fail_fast, session=job.session)
+            run_plan(prepared, progress=TrainerProgress(lines), on_event=lines, fail_fast=job.fail_fast,
+                     session=job.session)
         except signals.Interrupted as error:
             return error.exit_code
         except UserError as error:

@@ -1,6 +1,6 @@
-"""Global pools against independent maths: direct float64 formulas, the GeM bounds of DESIGN.md
-and its closed-form gradients df/dx_i = (1/|X|) f^(1-p) x_i^(p-1) and
-df/dp = (f/p) (sum x^p ln x / sum x^p - ln f)."""
+"""Global pools against independent maths: direct float64 formulas, the GeM bounds
+max (1/|X|)^(1/p) <= GeM <= max, and the closed-form gradients (README.md, Numerics)
+df/dx_i = (1/|X|) f^(1-p) x_i^(p-1) and df/dp = (f/p) (sum x^p ln x / sum x^p - ln f)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_gem_of_zeros_is_eps_with_finite_gradients(mode, p, impl):
 
 
 def closed_form(x: np.ndarray, p: float) -> tuple[float, np.ndarray, float]:
-    """f, df/dx and df/dp for one channel's map, written from the formulas of DESIGN.md."""
+    """f, df/dx and df/dp for one channel's map, written from the closed forms above."""
     values = x.ravel()
     f = np.mean(values**p) ** (1 / p)
     dfdx = (1 / values.size) * f ** (1 - p) * values ** (p - 1)

@@ -1,4 +1,4 @@
-"""GeM as one autograd function with the closed-form backward of DESIGN.md.
+"""GeM as one autograd function with a closed-form backward (README.md, Numerics).
 
 With r = x / m (m the per-channel maximum of the clamped map), u = r^p, T = sum u and
 g = (T / |X|)^(1/p), the pool is f = m g, and the closed forms
