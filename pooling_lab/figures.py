@@ -14,7 +14,7 @@ figures:
     xlabel: "ArcFace margin m (rad)"   # optional: replace the default axis labels / title
     ylabel: p
     title: null
-    legend: below             # right | below | none
+    legend: below             # below (the default) | right | none
 ```
 Every figure is drawn by the same function as in ``pooling-lab plot`` (``plots.PLOTS``), sized
 and labelled by the spec, and written as vector PDF plus PNG at the style's dpi.  Several
@@ -82,7 +82,7 @@ class FigureSpec(SpecModel):
     xlabel: str | None = None
     ylabel: str | None = None
     title: str | None = None
-    legend: Literal[LEGEND_PLACES] = "right"  # type: ignore[valid-type]
+    legend: Literal[LEGEND_PLACES] = "below"  # type: ignore[valid-type]
 
     @field_validator("results", mode="before")
     @classmethod

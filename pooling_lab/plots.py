@@ -33,6 +33,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -53,6 +54,7 @@ DONE = "done"
 ALL_RUNS = "all runs"
 BAND = "band: min–max over seeds"
 ERROR_BARS = "mean over seeds, error bars: min–max"
+BEYOND = "learned p beyond the probed p (value shown)"
 CENTRAL_STATS = ("value", "mean")  # a scalar parameter's value; a per-channel parameter's mean
 ACCURACY_COLUMNS = ("val_accuracy", "test_accuracy")
 PROBE_METRICS = {"map": "mAP", "accuracy": "accuracy"}  # probe.csv column -> panel name
@@ -62,7 +64,8 @@ MAX_GRID_TICKS = 10
 HIST_BINS = 20
 PANEL_COLUMNS = 3
 PANEL_SIZE_IN = (3.2, 2.6)  # per panel, when no size is given
-LEGEND_SIZE_IN = (1.8, 0.8)  # added to the width (legend right) or height (legend below)
+LEGEND_WIDTH_IN = 1.8  # added to the width for a legend on the right
+LEGEND_PADDING_IN = 0.3  # around a legend below the panels: frame, padding, gap to the axes
 MARKER_SIZE = 4.0
 LEGEND_PLACES = ("right", "below", "none")
 
@@ -90,7 +93,7 @@ class Layout:
     title: str | None = None
     xlabel: str | None = None
     ylabel: str | None = None
-    legend: str = "right"
+    legend: str = "below"
     names: Mapping[str, str] = field(default_factory=dict)
     style: Style = field(default_factory=Style)
 
@@ -261,23 +264,37 @@ def _new_figure(panels: int, layout: Layout) -> tuple[Figure, list[Axes]]:
 
 
 def _auto_size(columns: int, rows: int, layout: Layout) -> tuple[float, float]:
+    """Room for the panels, and for a legend on the right (one below grows the figure to fit
+    it: ``_figure_legend``)."""
     width, height = PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows
     if layout.legend == "right":
-        width += LEGEND_SIZE_IN[0]
-    elif layout.legend == "below":
-        height += LEGEND_SIZE_IN[1]
+        width += LEGEND_WIDTH_IN
     return width, height
 
 
-def _legend_title(layout: Layout, keys: Sequence[str], note: str) -> str:
-    return f"{', '.join(map(layout.name, keys))}\n{note}" if keys else note
+def _legend_title(layout: Layout, keys: Sequence[str], note: str | None) -> str:
+    """The swept keys the colours stand for, and what the lines or marks show (``note``):
+    on one line above a legend below the panels, on two beside one on the right."""
+    parts = [", ".join(map(layout.name, keys)), note or ""]
+    return ("; " if layout.legend == "below" else "\n").join(part for part in parts if part)
+
+
+def _several_seeds(*bands: pd.DataFrame) -> bool:
+    """Whether some point of ``seed_bands`` pools more than one run (else there is no spread
+    over seeds to show or name)."""
+    return any(bool((band["seeds"] > 1).any()) for band in bands)
 
 
 def _legend_columns(labels: Sequence[str], width_in: float, font_size: float) -> int:
-    """How many legend entries fit side by side across the figure."""
-    # text, plus handle, padding and column spacing (about 0.8 in at print sizes)
-    entry_in = max(map(len, labels)) * 0.6 * font_size / 72 + 0.8
-    return max(1, min(len(labels), int(width_in // entry_in)))
+    """The most columns the legend entries fit in across the figure (matplotlib splits them
+    into columns in order, as ``np.array_split`` does, each as wide as its longest label)."""
+
+    def needed_in(columns: int) -> float:
+        chunks = np.array_split(np.array(labels, dtype=object), columns)
+        # text, plus handle, padding and column spacing (about 0.8 in at print sizes)
+        return sum(max(map(len, chunk)) * 0.6 * font_size / 72 + 0.8 for chunk in chunks)
+
+    return max((columns for columns in range(1, len(labels) + 1) if needed_in(columns) <= width_in), default=1)
 
 
 def _figure_legend(fig: Figure, layout: Layout, title: str, extra: Sequence[Line2D]) -> None:
@@ -290,13 +307,14 @@ def _figure_legend(fig: Figure, layout: Layout, title: str, extra: Sequence[Line
     for handle in extra:
         entries.setdefault(handle.get_label(), handle)
     below = layout.legend == "below"
-    columns = _legend_columns(list(entries), fig.get_figwidth(), layout.style.small_font_size)
+    font = layout.style.small_font_size
+    columns = _legend_columns(list(entries), fig.get_figwidth(), font) if below else 1
     fig.legend(
         list(entries.values()),
         list(entries),
         loc="outside lower center" if below else "outside right upper",
-        ncols=columns if below else 1,
-        title=title,
+        ncols=columns,
+        title=title or None,
         alignment="left",
     )
 
@@ -311,7 +329,17 @@ def _finish(fig: Figure, layout: Layout, legend_title: str, extra: Sequence[Line
     if layout.legend != "none":
         _figure_legend(fig, layout, legend_title, extra)
     apply_style(fig, layout.style)
+    if layout.legend == "below" and layout.size_in is None:
+        _make_room_below(fig)
     return fig
+
+
+def _make_room_below(fig: Figure) -> None:
+    """Grow a figure sized from its panels by the height of its legend below them (measured
+    with the legend's fonts, which the panels' size does not depend on)."""
+    legend = fig.legends[0]
+    height_px = legend.get_window_extent(FigureCanvasAgg(fig).get_renderer()).height
+    fig.set_figheight(fig.get_figheight() + height_px / fig.dpi + LEGEND_PADDING_IN)
 
 
 def _linestyle(done: bool, solid: str = "-") -> str:
@@ -350,17 +378,19 @@ def _band_figure(
     x: str,
     xlabel: str,
     colours: dict[str, Any],
-    legend_title: str,
+    keys: Sequence[str],
     layout: Layout,
 ) -> Figure:
-    """One panel per (panel title, y label, bands), lines and bands coloured per configuration."""
+    """One panel per (panel title, y label, bands), lines and bands coloured per configuration
+    (the configurations of ``keys``)."""
     fig, axes = _new_figure(len(panels), layout)
     for ax, (panel_title, ylabel, bands) in zip(axes, panels, strict=True):
         _draw_bands(ax, bands, x, colours)
         ax.set_title(panel_title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    return _finish(fig, layout, legend_title)
+    note = BAND if _several_seeds(*(bands for _, _, bands in panels)) else None
+    return _finish(fig, layout, _legend_title(layout, keys, note))
 
 
 def _positions(values: pd.Series) -> tuple[pd.Series, list[float], list[str]]:
@@ -405,7 +435,7 @@ def p_trajectory_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
         x="step",
         xlabel="training step",
         colours=layout.colours(data.runs, data.swept),
-        legend_title=_legend_title(layout, data.swept, BAND),
+        keys=data.swept,
         layout=layout,
     )
 
@@ -430,7 +460,7 @@ def accuracy_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure 
         x="epoch",
         xlabel="epoch",
         colours=layout.colours(data.runs, data.swept),
-        legend_title=_legend_title(layout, data.swept, BAND),
+        keys=data.swept,
         layout=layout,
     )
 
@@ -458,16 +488,18 @@ def _draw_p_series(
     colours: dict[str, Any],
     series: PSeries,
     connect: bool,
+    seeds: bool,
 ) -> None:
-    """Mean over seeds with min-max error bars per group, and every run as a faint marker;
-    ``frame`` has ``run_id``, ``_x`` and the series' column."""
+    """Per group the mean over seeds, with min-max error bars where it pools several runs, and
+    (``seeds``) every run as a faint marker; ``frame`` has ``run_id``, ``_x`` and the series'
+    column."""
     bands = seed_bands(frame, groups, x="_x", y=series.column)
     for config, _, done, rows in _ordered_groups(bands, colours):
         colour = colours[config]
         ax.errorbar(
             rows["_x"],
             rows["mean"],
-            yerr=[rows["mean"] - rows["low"], rows["high"] - rows["mean"]],
+            yerr=[rows["mean"] - rows["low"], rows["high"] - rows["mean"]] if _several_seeds(rows) else None,
             color=colour,
             linestyle=_linestyle(done, series.linestyle) if connect else "none",
             marker=series.marker,
@@ -475,6 +507,8 @@ def _draw_p_series(
             markerfacecolor=colour if series.filled and done else "white",
             capsize=2,
         )
+    if not seeds:
+        return
     dots = frame.join(groups, on="run_id", how="inner")
     ax.scatter(
         dots["_x"],
@@ -505,10 +539,11 @@ def _run_summary_figure(
     numeric = key is not None and all(_is_number(value) for value in runs[key])
     groups = layout.groups(runs, rest)
     colours = layout.colours(runs, rest)
+    frames = [runs[["run_id", one.column]].assign(_x=x) for one in series]
+    seeds = _several_seeds(*(seed_bands(frame, groups, x="_x", y=one.column) for frame, one in zip(frames, series, strict=True)))
     fig, (ax,) = _new_figure(1, layout)
-    for one in series:
-        frame = runs[["run_id", one.column]].assign(_x=x)
-        _draw_p_series(ax, frame, groups, colours, one, connect=numeric)
+    for frame, one in zip(frames, series, strict=True):
+        _draw_p_series(ax, frame, groups, colours, one, connect=numeric, seeds=seeds)
     ax.set_xticks(ticks, tick_labels)
     if sum(map(len, tick_labels)) > 40:  # many or long category names: slant them
         ax.tick_params(axis="x", labelrotation=40)
@@ -516,8 +551,8 @@ def _run_summary_figure(
             label.set_horizontalalignment("right")
     ax.set_xlabel(layout.name(key) if key else "")
     ax.set_ylabel(ylabel)
-    legend = [*_group_proxies(groups, colours), *map(_series_proxy, series), _seed_marker()]
-    return _finish(fig, layout, _legend_title(layout, rest, ERROR_BARS), legend)
+    legend = [*_group_proxies(groups, colours), *map(_series_proxy, series), *([_seed_marker()] if seeds else [])]
+    return _finish(fig, layout, _legend_title(layout, rest, ERROR_BARS if seeds else None), legend)
 
 
 def _group_proxies(groups: pd.DataFrame, colours: dict[str, Any]) -> list[Line2D]:
@@ -574,50 +609,53 @@ def _log_scale(p: pd.Series) -> bool:
 
 
 def _p_axis(ax: Axes, grid: Sequence[float], log_x: bool) -> None:
-    """Test-time p axis: log-scaled when asked, ticks at the probed values when they are few."""
+    """Test-time p axis: log-scaled when asked, ticks at the probed values (every k-th of them
+    when there are more than ``MAX_GRID_TICKS``), labelled with the values themselves."""
     if log_x:
         ax.set_xscale("log")
         ax.set_xticks([], minor=True)
-    if len(grid) <= MAX_GRID_TICKS:
-        ax.set_xticks(grid, [format_value(p) for p in grid])
+    ticks = list(grid)[:: math.ceil(len(grid) / MAX_GRID_TICKS)]
+    ax.set_xticks(ticks, [format_value(p) for p in ticks])
+
+
+def _star(colour: Any, filled: bool) -> dict[str, Any]:
+    """How a learned p is marked: a filled star on its curve, an open one where it is off it."""
+    return {
+        "marker": "*",
+        "markersize": 2.2 * MARKER_SIZE,
+        "color": colour,
+        "markerfacecolor": colour if filled else "white",
+        "markeredgecolor": "black" if filled else colour,
+        "markeredgewidth": 0.5 if filled else 1.0,
+        "linestyle": "none",
+    }
 
 
 def _mark_learned(
     ax: Axes, bands: pd.DataFrame, learned: pd.Series, colours: dict[str, Any], log_x: bool
-) -> None:
+) -> bool:
     """A star on each group's curve at the group's mean learned p (interpolated along the line
-    as drawn, i.e. in log p on a log axis)."""
+    as drawn, i.e. in log p on a log axis).  A learned p outside the probed range has no point
+    on the curve: an open star at the curve's end nearest to it, labelled with its value, stands
+    for it.  Returns whether some learned p was outside."""
     scale = np.log if log_x else np.asarray
+    outside = False
     for config, label, _, rows in _ordered_groups(bands, colours):
         p = learned.get(label, math.nan)
         if not math.isfinite(p):
             continue
-        y = np.interp(scale(p), scale(rows["p"].to_numpy()), rows["mean"].to_numpy())
-        ax.plot(
-            [p],
-            [y],
-            marker="*",
-            markersize=2.2 * MARKER_SIZE,
-            color=colours[config],
-            markeredgecolor="black",
-            markeredgewidth=0.5,
-            linestyle="none",
-            zorder=3,
-        )
-
-
-def _learned_marker() -> Line2D:
-    return Line2D(
-        [],
-        [],
-        marker="*",
-        markersize=2.2 * MARKER_SIZE,
-        color="grey",
-        markeredgecolor="black",
-        markeredgewidth=0.5,
-        linestyle="none",
-        label="learned p (mean over seeds)",
-    )
+        grid, values = rows["p"].to_numpy(), rows["mean"].to_numpy()
+        if grid[0] <= p <= grid[-1]:
+            y = np.interp(scale(p), scale(grid), values)
+            ax.plot([p], [y], **_star(colours[config], filled=True), zorder=3)
+            continue
+        outside = True
+        end = 0 if p < grid[0] else -1
+        ax.plot([grid[end]], [values[end]], **_star(colours[config], filled=False), zorder=3)
+        text, side = (f"← p = {p:.3g}", 1) if end == 0 else (f"p = {p:.3g} →", -1)
+        ax.annotate(text, (grid[end], values[end]), xytext=(6 * side, 5), textcoords="offset points",
+                    ha="left" if side > 0 else "right", va="bottom")
+    return outside
 
 
 def probe_curves_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
@@ -639,16 +677,20 @@ def probe_curves_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
     grid = sorted(bands["p"].unique())
     log_x = _log_scale(bands["p"])
     fig, axes = _new_figure(len(metrics), layout)
+    outside = False
     for ax, metric in zip(axes, metrics, strict=True):
         rows = bands[bands["metric"] == metric]
         _draw_bands(ax, rows, "p", colours)
-        _mark_learned(ax, rows, learned, colours, log_x)
+        outside |= _mark_learned(ax, rows, learned, colours, log_x)
         _p_axis(ax, grid, log_x)
         ax.set_title(PROBE_METRICS[metric])
         ax.set_xlabel("test-time p")
         ax.set_ylabel(f"validation {PROBE_METRICS[metric]}")
-    legend_title = _legend_title(layout, data.swept, BAND)
-    return _finish(fig, layout, legend_title, [_learned_marker()])
+    seeds = _several_seeds(bands)
+    markers = [Line2D([], [], **_star("grey", filled=True), label="learned p (mean over seeds)" if seeds else "learned p")]
+    if outside:
+        markers.append(Line2D([], [], **_star("grey", filled=False), label=BEYOND))
+    return _finish(fig, layout, _legend_title(layout, data.swept, BAND if seeds else None), markers)
 
 
 def per_channel_params(final_params: pd.DataFrame) -> pd.DataFrame:
@@ -685,7 +727,8 @@ def p_histograms_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
         ax.set_title(f"{label}\n{name}" if several else label)
         ax.set_xlabel(f"final {name.rsplit('.', 1)[-1]}")
         ax.set_ylabel("channels")
-    return _finish(fig, layout, "channels of all seeds")
+    seeds = bool((vectors.groupby("label")["run_id"].nunique() > 1).any())
+    return _finish(fig, layout, "channels of all seeds" if seeds else "")
 
 
 def metric_vs_p_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
@@ -738,7 +781,7 @@ def fixed_p_curve_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fi
         x="_fixed_p",
         xlabel="fixed p (the same in training and test)",
         colours=layout.colours(runs, others),
-        legend_title=_legend_title(layout, others, BAND),
+        keys=others,
         layout=layout,
     )
 

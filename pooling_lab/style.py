@@ -72,12 +72,15 @@ class Style:
 
 def apply_style(fig: Figure, style: Style) -> None:
     """Set every text of ``fig`` to the style's sizes: titles and axis labels at the font size,
-    tick labels and legends one point smaller, figure-level texts (the suptitle) one larger."""
+    tick labels, notes in the panels and legends one point smaller, figure-level texts (the
+    suptitle) one larger."""
     for text in fig.texts:
         text.set_fontsize(style.font_size + 1.0)
     for ax in fig.axes:
         for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
             text.set_fontsize(style.font_size)
+        for text in ax.texts:
+            text.set_fontsize(style.small_font_size)
         ax.tick_params(labelsize=style.small_font_size)
     legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
     for legend in filter(None, legends):

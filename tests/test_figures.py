@@ -276,3 +276,17 @@ def test_frames_of_one_directory_pass_through_unchanged(sweep_dir: Path):
     data = figures.sweep_data([loaded])
     pd.testing.assert_frame_equal(data.runs, loaded.runs)
     pd.testing.assert_frame_equal(data.final_params, loaded.final_params)
+
+
+def test_a_figure_without_a_legend_place_gets_its_legend_below_leaving_the_width_to_the_panel(
+    sweep_dir: Path, tmp_path: Path
+):
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "f", "results": str(sweep_dir), "plot": "p_drift"}])
+    (figure,) = figures.load_spec(spec).figures
+    assert figure.legend == "below"
+    layout = plots.Layout(size_in=(3.3, 2.6), legend=figure.legend)
+    fig = plots.p_drift_figure(figures.sweep_data([results.load(sweep_dir)]), layout)
+    fig.draw_without_rendering()
+    (ax,) = fig.axes
+    assert fig.legends[0].get_window_extent().y1 < ax.get_window_extent().y0
+    assert ax.get_window_extent().width / fig.bbox.width >= 0.75

@@ -641,3 +641,86 @@ def test_fixed_p_curve_draws_test_metrics_against_the_fixed_p():
     assert list(line.get_xdata()) == [1.0, 4.0]
     assert list(line.get_ydata()) == pytest.approx([0.6, 0.85])
     assert plots.fixed_p_curve_figure(plots.SweepData(runs, ["model.pool.p"])) is None
+
+
+# --- what a reader sees: room for the data, no claims the data cannot back ---------------------
+
+
+def axes_width_fraction(fig) -> float:
+    """The share of the figure's width from the left edge of its leftmost panel to the right edge
+    of its rightmost one (as drawn)."""
+    fig.draw_without_rendering()
+    boxes = [ax.get_window_extent() for ax in fig.axes if ax.get_visible()]
+    return (max(box.x1 for box in boxes) - min(box.x0 for box in boxes)) / fig.bbox.width
+
+
+@pytest.mark.parametrize("name", [name for name in plots.PLOTS if name != "fixed_p_curve"])
+def test_the_legend_leaves_most_of_the_width_to_the_panels(name):
+    fig = plots.PLOTS[name](make_data({"m2-s1": "failed"}, per_channel=True), plots.Layout(title="p drift"))
+    assert axes_width_fraction(fig) >= 0.75
+    legend = fig.legends[0].get_window_extent()  # kept, and within the figure
+    assert legend.x0 >= 0 and legend.x1 <= fig.bbox.width and legend.y0 >= 0
+
+
+def one_seed(data: plots.SweepData) -> plots.SweepData:
+    """``data`` with the runs of seed 0 only."""
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["run_id"].str.endswith("-s0")]
+
+    return plots.SweepData(keep(data.runs), data.swept, keep(data.metrics), keep(data.params),
+                           keep(data.probe), keep(data.final_params))
+
+
+def legend_texts(fig) -> str:
+    return " | ".join(
+        text.get_text() for legend in fig.legends for text in [legend.get_title(), *legend.get_texts()]
+    )
+
+
+@pytest.mark.parametrize("name", [name for name in plots.PLOTS if name != "fixed_p_curve"])
+def test_one_seed_gets_no_seed_statistics_in_the_legend(name):
+    fig = plots.PLOTS[name](one_seed(make_data(per_channel=True)), plots.DEFAULT_LAYOUT)
+    texts = legend_texts(fig)
+    assert "seed" not in texts and "min–max" not in texts and "error bars" not in texts
+    assert fig.legends  # a legend is still drawn
+    with_seeds = legend_texts(plots.PLOTS[name](make_data(per_channel=True), plots.DEFAULT_LAYOUT))
+    assert "seed" in with_seeds or name == "metric_vs_p"  # one dot per run: no statistic to name
+
+
+def test_one_seed_draws_no_error_bars_and_no_seed_dots():
+    ax = plots.p_drift_figure(one_seed(make_data())).axes[0]
+    assert not any(container.has_yerr for container in ax.containers)
+    assert len(ax.collections) == 0  # the faint per-seed dots would sit on the means
+
+
+def test_a_learned_p_beyond_the_probed_grid_is_marked_at_the_end_of_its_curve():
+    data = make_data()
+    runs = data.runs.assign(p_final=np.where(data.runs["head.margin"] == 2.0, 22.0, data.runs["p_final"]))
+    fig = plots.probe_curves_figure(plots.SweepData(runs, data.swept, probe=data.probe))
+    end = max(PROBE_P)
+    for ax, metric in zip(fig.axes, (probe_map, probe_accuracy), strict=True):
+        stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+        assert max(x for star in stars for x in star.get_xdata()) <= end  # nothing drawn past the data
+        colour = lines_by_label(ax)[label(2.0)].get_color()
+        (beyond,) = [star for star in stars if star.get_color() == colour]
+        assert to_hex(beyond.get_markerfacecolor()) == "#ffffff"  # open: not a measured point
+        assert beyond.get_xdata()[0] == end
+        assert beyond.get_ydata()[0] == pytest.approx(np.mean([metric(2.0, s, end) for s in SEEDS]))
+        assert [text.get_text() for text in ax.texts] == ["p = 22 →"]
+        inside = [star for star in stars if star is not beyond]
+        assert all(to_hex(star.get_markerfacecolor()) != "#ffffff" for star in inside)
+    assert "learned p beyond the probed p (value shown)" in legend_labels(fig)
+
+
+def test_a_long_probe_grid_on_a_log_axis_is_labelled_with_p_values():
+    grid = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+    probe = pd.DataFrame(
+        [{"run_id": run_id(m, s), "p": float(p), "map": probe_map(m, s, p), "accuracy": probe_accuracy(m, s, p)}
+         for m in MARGINS for s in SEEDS for p in grid]
+    )
+    fig = plots.probe_curves_figure(plots.SweepData(make_runs(), ["head.margin"], probe=probe))
+    fig.draw_without_rendering()
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log"
+        assert [text.get_text() for text in ax.get_xticklabels()] == ["1", "2", "4", "8", "16", "32", "64"]
+        assert list(ax.get_xticks()) == [1, 2, 4, 8, 16, 32, 64]
