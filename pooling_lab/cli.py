@@ -234,7 +234,7 @@ def probe(
 ) -> None:
     """Evaluate a trained run with its GeM p replaced by each value; write probe_<grid>.csv
     beside the recorded probe.csv (or, with --replace, rewrite probe.csv and p_opt)."""
-    from pooling_lab.reprobe import parse_p_values, reprobe
+    from pooling_lab.evaluate.reprobe import parse_p_values, reprobe
 
     with user_errors(debug):
         outcome = reprobe(run_dir, None if p is None else parse_p_values(p), replace)

@@ -11,6 +11,7 @@ import torch
 from pooling_lab import evaluate
 from pooling_lab.config import ExperimentConfig, RunSpec
 from pooling_lab.data import BatchLoader, Split, load_data
+from pooling_lab.evaluate import retrieval
 from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.loop import SilentProgress, Trainer
@@ -39,7 +40,7 @@ def brute_force_ap(similarity: np.ndarray, labels: np.ndarray) -> tuple[list[flo
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_map_and_recall_match_brute_force(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(evaluate, "QUERY_CHUNK", 7)  # several chunks, the last one short
+    monkeypatch.setattr(retrieval, "QUERY_CHUNK", 7)  # several chunks, the last one short
     rng = np.random.default_rng(seed)
     # 40 items drawn from 6 distinct vectors: exactly equal similarities are common
     embeddings = rng.normal(size=(6, 3))[rng.integers(0, 6, size=40)]
@@ -47,7 +48,7 @@ def test_map_and_recall_match_brute_force(seed: int, monkeypatch: pytest.MonkeyP
     labels[0] = 9  # a class of one: that query has nothing to find and is left out
     # the ranking and AP logic is under test, so the similarities come from the same normalisation
     unit = torch.nn.functional.normalize(torch.tensor(embeddings), dim=1)
-    similarity = np.round((unit @ unit.T).numpy() / evaluate.TIE_RESOLUTION)
+    similarity = np.round((unit @ unit.T).numpy() / retrieval.TIE_RESOLUTION)
     aps, rankings = brute_force_ap(similarity, labels)
     expected_map = np.nanmean(aps)
     tensors = torch.tensor(embeddings), torch.tensor(labels)
@@ -132,12 +133,12 @@ def _untrained_run(root: Path, scales: list[float], combine: str = "mean") -> Tr
 
 def test_final_evaluation_uses_the_configured_scales(tmp_path: Path) -> None:
     run = _untrained_run(tmp_path / "multi", [1.0, 0.5])
-    final = run.evaluate_final([])
+    final = run.finish()
     # independently: each test image's descriptor at full and half size, L2-normalised, averaged
     model = run.model.eval()
     descriptors, labels = [], []
     with torch.no_grad():
-        for images, batch_labels in run.test_batches:
+        for images, batch_labels in run.eval_batches.test:
             half = torch.nn.functional.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True)
             unit = [torch.nn.functional.normalize(model.embedding(model.pool(model.backbone(x))), dim=1)
                     for x in (images, half)]
@@ -146,7 +147,7 @@ def test_final_evaluation_uses_the_configured_scales(tmp_path: Path) -> None:
     descriptors, labels = torch.cat(descriptors), torch.cat(labels)
     assert final["test_map"] == pytest.approx(evaluate.retrieval_map(descriptors, labels), abs=1e-6)
     assert final["test_accuracy"] == pytest.approx((model.head(descriptors).argmax(1) == labels).float().mean().item())
-    single = _untrained_run(tmp_path / "single", [1.0]).evaluate_final([])
+    single = _untrained_run(tmp_path / "single", [1.0]).finish()
     assert abs(single["test_map"] - final["test_map"]) > 1e-3
-    largest = _untrained_run(tmp_path / "max", [1.0, 0.5], combine="max").evaluate_final([])
+    largest = _untrained_run(tmp_path / "max", [1.0, 0.5], combine="max").finish()
     assert abs(largest["test_map"] - final["test_map"]) > 1e-4

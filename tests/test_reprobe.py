@@ -13,8 +13,7 @@ import pytest
 import yaml
 from tiny_sweeps import experiment, run_cli
 
-from pooling_lab import reprobe
-from pooling_lab.evaluate import best_p
+from pooling_lab.evaluate import best_p, reprobe
 
 SCALES = ([1.0], [1.0, 0.5])
 

@@ -61,6 +61,14 @@ class Pool(nn.Module):
         declared = self._declared[name]
         return to_value(getattr(self, declared.attr), declared.reparam)
 
+    def stored(self, name: str) -> torch.Tensor:
+        """The tensor holding a declared parameter: an ``nn.Parameter`` when it learns."""
+        return getattr(self, self._declared[name].attr)
+
+    def declared_exponents(self) -> list[str]:
+        """The names of the declared parameters that are exponents (kept in range by the clamp)."""
+        return [name for name, declared in self._declared.items() if declared.exponent]
+
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -26,10 +26,12 @@ from pooling_lab import atomic, results, signals
 from pooling_lab.config import RunSpec
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
-from pooling_lab.evaluate import SplitPass, accuracy_of, best_p, probe, run_flags, split_metrics
-from pooling_lab.models import Classifier, build_model
+from pooling_lab.evaluate import EvalBatches, SplitPass, accuracy_of, evaluate_trained, run_flags
+from pooling_lab.models import build_model
+from pooling_lab.pooling.exponent import global_p
 from pooling_lab.results import RunFiles
 from pooling_lab.signals import Interrupted
+from pooling_lab.train.checkpoint import load_checkpoint, save_checkpoint
 from pooling_lab.train.context import Compute, compile_backbone, compute_for
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 from pooling_lab.train.optim import (
@@ -40,8 +42,6 @@ from pooling_lab.train.optim import (
     group_lr,
 )
 from pooling_lab.train.recorder import ParamRecorder
-
-CHECKPOINT_LAYOUT = 2  # raise when the checkpoint's contents change: an older one restarts the run
 
 
 class ProgressSink(Protocol):
@@ -63,15 +63,6 @@ class SilentProgress:
 
     def run_finished(self, spec: RunSpec, status: dict[str, Any]) -> None:
         pass
-
-
-def current_p(model: Classifier) -> float:
-    """The global pool's exponent p (its mean when per-channel), NaN if it has none."""
-    traced = model.pool.traced() if hasattr(model.pool, "traced") else {}
-    if "p" in traced:
-        return traced["p"][0].float().mean().item()
-    fixed = getattr(model.pool, "p", None)
-    return fixed.float().mean().item() if isinstance(fixed, torch.Tensor) else float("nan")
 
 
 @dataclass
@@ -119,14 +110,11 @@ class Trainer:
         channels_last = device.type == "cuda"
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        common = {"device": device, "mean": data.mean, "std": data.std, "channels_last": channels_last}
         self.train_batches = BatchLoader(
-            data.train, config.train.batch_size, shuffle=True, drop_last=True,
-            augment=config.data.augment, generator=self.generator, **common,
+            data.train, config.train.batch_size, shuffle=True, drop_last=True, augment=config.data.augment,
+            generator=self.generator, device=device, mean=data.mean, std=data.std, channels_last=channels_last,
         )
-        evaluation = {"shuffle": False, "drop_last": False, "augment": None, "generator": None, **common}
-        self.val_batches = BatchLoader(data.val, config.train.eval_batch_size, **evaluation) if data.val else None
-        self.test_batches = BatchLoader(data.test, config.train.eval_batch_size, **evaluation)
+        self.eval_batches = EvalBatches.of(data, config.train.eval_batch_size, device, channels_last)
         self.steps_per_epoch = len(self.train_batches)
         self.total_steps = self.steps_per_epoch * config.train.epochs
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -153,7 +141,6 @@ class Trainer:
         the number of batches done: the resumed epoch draws the same permutation and replays the
         augmentation draws of the batches already done, so every later batch is the same."""
         return {
-            "layout": CHECKPOINT_LAYOUT,
             "run_id": self.spec.run_id,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -171,11 +158,8 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from checkpoint.pt if there is one; cut the CSVs back to its step."""
-        if not self.files.checkpoint.exists():
-            return False
-        # on the CPU: RNG states must stay there; the rest is copied to where it lives on loading
-        state = torch.load(self.files.checkpoint, map_location="cpu", weights_only=False)
-        if state.get("run_id") != self.spec.run_id or state.get("layout") != CHECKPOINT_LAYOUT:
+        state = load_checkpoint(self.files, self.spec.run_id)
+        if state is None:
             return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -216,7 +200,7 @@ class Trainer:
         try:
             while self.epoch < self.config.train.epochs:
                 self._train_epoch()
-            status = self.evaluate_final(self.config.eval.probe_p)
+            status = self.finish()
         except Diverged as error:
             self._save_records()
             status = results.update_status(
@@ -243,7 +227,7 @@ class Trainer:
 
     def _compile(self) -> str | None:
         """Compile the backbone on one batch in training mode; the reason when it failed."""
-        images, _ = next(iter(self.test_batches))
+        images, _ = next(iter(self.eval_batches.test))
         self.model.train()
         with self.compute.autocast():
             return compile_backbone(self.model.backbone, images[: self.config.train.batch_size])
@@ -305,7 +289,7 @@ class Trainer:
         self._tick()
         train_loss, train_accuracy, skipped = self.totals.read()
         self.skipped_steps += skipped
-        p = current_p(self.model)
+        p = global_p(self.model.pool)
         try:
             self.watch.check()
             if skipped == self.steps_per_epoch:
@@ -315,8 +299,8 @@ class Trainer:
         except Diverged:
             self._append_metrics(train_loss, train_accuracy, float("nan"), float("nan"), p)
             raise
-        val = self._accuracy(self.val_batches)
-        test = self._accuracy(self.test_batches)
+        val = self._accuracy(self.eval_batches.val)
+        test = self._accuracy(self.eval_batches.test)
         row = self._append_metrics(train_loss, train_accuracy, val, test, p)
         self._checkpoint()
         self.progress.epoch_done(row)
@@ -328,7 +312,7 @@ class Trainer:
         self.watch.check()
         self._tick()
         self._save_records()
-        atomic.save_torch(self.files.checkpoint, self.state())
+        save_checkpoint(self.files, self.state())
         results.update_status(self.files, status="running", epoch=self.epoch, step=self.step)
 
     def _accuracy(self, batches: BatchLoader | None) -> float:
@@ -336,43 +320,17 @@ class Trainer:
             return float("nan")
         return accuracy_of(SplitPass(self.model, batches, self.compute.autocast()).outputs())
 
-    def evaluate_final(self, probe_p: list[float]) -> dict[str, Any]:
-        """Final evaluation (``final_metrics``): writes probe.csv and marks the run done, with
-        ``flags`` naming what looks wrong in its numbers (``run_flags``)."""
+    def finish(self) -> dict[str, Any]:
+        """The final evaluation (``evaluate_trained``): writes final_params.csv and probe.csv and
+        marks the run done, with ``flags`` naming what looks wrong in its numbers."""
         self._write_final_params()
-        final, table = self.final_metrics(probe_p)
-        if table is not None:
-            results.write_csv(self.files.probe, table)
-        final = self._summary() | final
+        final = evaluate_trained(self.model, self.eval_batches, self.config.eval, self.config.eval.probe_p,
+                                 self.compute.autocast())
+        if final.probe is not None:
+            results.write_csv(self.files.probe, final.probe)
+        summary = self._summary() | final.metrics
         return results.update_status(self.files, status="done", finished=results.now(),
-                                     flags=run_flags(final, self.num_classes), **final)
-
-    def final_metrics(self, probe_p: list[float]) -> tuple[dict[str, Any], pd.DataFrame | None]:
-        """The metrics on val and test, and the test-time p probe over ``probe_p`` (its table
-        on val, p_opt chosen on val, the test metrics at p_opt; None without a val split or
-        ``probe_p``).  Writes nothing."""
-        evaluation = self.config.eval
-        probing = bool(probe_p)
-        final: dict[str, Any] = {}
-        table = None
-        test = self._final_pass(self.test_batches, keep_maps=probing)
-        final |= {f"test_{k}": v for k, v in split_metrics(test.outputs(), evaluation.metrics).items()}
-        if self.val_batches is not None:
-            val = self._final_pass(self.val_batches, keep_maps=probing)
-            final |= {f"val_{k}": v for k, v in split_metrics(val.outputs(), evaluation.metrics).items()}
-            if probing:
-                table = probe(val, probe_p, evaluation.metrics)
-                final["p_opt"] = p_opt = best_p(table)
-                at_opt = probe(test, [p_opt], evaluation.metrics).iloc[0]
-                final |= {f"test_{k}_at_p_opt": float(at_opt[k]) for k in evaluation.metrics}
-        return final, table
-
-    def _final_pass(self, batches: BatchLoader, keep_maps: bool) -> SplitPass:
-        """A pass for the final evaluation and the probe: at the test-time scales of ``eval``
-        (the per-epoch accuracy stays at scale 1)."""
-        evaluation = self.config.eval
-        return SplitPass(self.model, batches, self.compute.autocast(), keep_maps=keep_maps,
-                         scales=evaluation.scales, combine=evaluation.scale_combine)
+                                     flags=run_flags(summary, self.num_classes), **summary)
 
     def _write_final_params(self) -> None:
         """Every element of every traced pooling parameter at the end (per-channel p histograms)."""
@@ -405,7 +363,7 @@ class Trainer:
         last = self.metrics.iloc[-1] if not self.metrics.empty else {}
         return {
             "epoch": self.epoch, "step": self.step, "wall_time_s": round(self.elapsed, 3),
-            "p_final": current_p(self.model), "skipped_steps": self.skipped_steps,
+            "p_final": global_p(self.model.pool), "skipped_steps": self.skipped_steps,
             "test_accuracy": float(last.get("test_accuracy", float("nan"))) if len(last) else float("nan"),
             "val_accuracy": float(last.get("val_accuracy", float("nan"))) if len(last) else float("nan"),
         }

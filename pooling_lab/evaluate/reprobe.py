@@ -14,12 +14,16 @@ import yaml
 from pydantic import ValidationError
 
 from pooling_lab import results
-from pooling_lab.config import ExperimentConfig, Plan, RunSpec, load_plan
-from pooling_lab.data import load_data
+from pooling_lab.config import ExperimentConfig, Plan, load_plan
+from pooling_lab.data import DataSplits, load_data
 from pooling_lab.errors import UserError
+from pooling_lab.evaluate.final import EvalBatches, evaluate_trained
+from pooling_lab.models import Classifier, build_model
+from pooling_lab.pooling.exponent import global_p
 from pooling_lab.results import RunFiles
 from pooling_lab.sweep import write_runs_table
-from pooling_lab.train.loop import SilentProgress, Trainer, current_p
+from pooling_lab.train.checkpoint import load_checkpoint
+from pooling_lab.train.context import compute_for
 
 
 def parse_p_values(text: str) -> list[float]:
@@ -47,7 +51,7 @@ GRID_NAME_LIMIT = 100  # characters of a probe file's grid name; a longer grid i
 @dataclass(frozen=True)
 class Reprobed:
     """A re-probe's outcome: the probe table written, the learned p, the metrics of
-    ``Trainer.final_metrics`` (p_opt, the test metrics at the learned p and at p_opt) and a
+    ``evaluate_trained`` (p_opt, the test metrics at the learned p and at p_opt) and a
     ``warning`` when the learned p lies outside the grid."""
 
     path: Path
@@ -62,13 +66,16 @@ def reprobe(run_dir: Path, p_values: list[float] | None = None, replace: bool = 
     ``replace`` it replaces probe.csv, and p_opt with the test metrics at p_opt in status.json and
     runs.csv."""
     files = RunFiles(Path(run_dir))
-    trainer = finished_trainer(files)
+    config, data, model = trained_model(files)
     if p_values is None:
-        p_values = trainer.config.eval.probe_p
+        p_values = config.eval.probe_p
         if not p_values:
             raise UserError("the run was not probed; give the test-time p values with --p",
                             source=str(files.config), field="eval.probe_p")
-    final, table = trainer.final_metrics(p_values)
+    compute = compute_for(config.train)
+    batches = EvalBatches.of(data, config.train.eval_batch_size, compute.device, compute.device.type == "cuda")
+    evaluation = evaluate_trained(model.to(compute.device), batches, config.eval, p_values, compute.autocast())
+    final, table = evaluation.metrics, evaluation.probe
     if replace:
         path, plan = files.probe, experiment_plan(files.root.parent)  # a bad experiment.yaml stops it here
         results.write_csv(path, table)
@@ -78,12 +85,12 @@ def reprobe(run_dir: Path, p_values: list[float] | None = None, replace: bool = 
     else:
         path = files.root / f"probe_{grid_name(p_values)}.csv"
         results.write_csv(path, table)
-    p_final = current_p(trainer.model)
+    p_final = global_p(model.pool)
     return Reprobed(path, p_final, final, outside_grid_warning(p_final, p_values))
 
 
-def finished_trainer(files: RunFiles) -> Trainer:
-    """The run's trainer at the end of its training (from checkpoint.pt), ready to evaluate."""
+def trained_model(files: RunFiles) -> tuple[ExperimentConfig, DataSplits, Classifier]:
+    """The run's config, its data and its model at the end of training (from checkpoint.pt)."""
     status = results.read_status(files)
     if status is None or not files.config.exists():
         raise UserError("not a run directory (no status.json / config.yaml)", source=str(files.root))
@@ -95,11 +102,13 @@ def finished_trainer(files: RunFiles) -> Trainer:
         raise UserError(f"config.yaml no longer validates: {error.errors()[0]['msg']}", source=str(files.config)) from None
     if config.data.val_size == 0:
         raise UserError("the run has no validation split to choose p_opt on", source=str(files.config))
-    spec = RunSpec(config, {}, status["run_id"], files.root.name)
-    trainer = Trainer(spec, files, load_data(config.data), SilentProgress())
-    if not trainer.resume() or trainer.epoch < config.train.epochs:
+    state = load_checkpoint(files, status["run_id"])
+    if state is None or state["epoch"] < config.train.epochs:
         raise UserError("the run has not finished training; run the experiment to complete it", source=str(files.root))
-    return trainer
+    data = load_data(config.data)
+    model = build_model(config, data.train.images.shape[1], data.num_classes)
+    model.load_state_dict(state["model"])
+    return config, data, model
 
 
 def outside_grid_warning(p_final: float, p_values: list[float]) -> str | None:
