@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import main_for
-from pooling_lab.config import ExperimentConfig, RunSpec
 from pooling_lab.data import load_data
+from pooling_lab.experiment import ExperimentConfig, RunSpec
 from pooling_lab.results import RunFiles
 from pooling_lab.train.loop import EpochTotals, SilentProgress, Trainer
 from pooling_lab.train.optim import build_optimizer

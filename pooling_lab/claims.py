@@ -3,11 +3,10 @@
 
 A claim is ``<run>/claim.<n>.json`` holding host, pid, a random token, the start time and a
 heartbeat that a background thread refreshes every ``HEARTBEAT_S`` seconds.  The claim with the
-highest ``n`` is the current one.  It is created whole and exclusively by hard-linking a
-finished temporary file to its name (``os.link`` fails if the name exists, also over NFS), so two
-processes can never both create generation ``n``.  A claim is stale when its process is gone (same
-host, pid not alive) or its heartbeat is older than ``STALE_AFTER_S``; a stale claim is taken over
-by creating generation ``n + 1``, which again only one process can do.
+highest ``n`` is the current one.  It is created whole and exclusively (``atomic.create_text``),
+so two processes can never both create generation ``n``.  A claim is stale when its process is
+gone (same host, pid not alive) or its heartbeat is older than ``STALE_AFTER_S``; a stale claim
+is taken over by creating generation ``n + 1``, which again only one process can do.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -48,13 +46,23 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: it takes signals, and is not a zombie (a process that died,
+    of SIGKILL say, answers until its parent reaps it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, someone else's
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc on this system
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # the state follows the parenthesised name
 
 
 def is_live(owner: dict[str, Any] | None, now: float | None = None) -> bool:
@@ -128,18 +136,10 @@ def try_claim(run_dir: Path) -> Claim | None:
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "heartbeat": time.time(),
     }
     path = run_dir / f"claim.{generation}.json"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".claim.", suffix=".new", dir=run_dir)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(owner))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(temporary, path)
+        atomic.create_text(path, json.dumps(owner))
     except FileExistsError:
         return None
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     for older, stale in generations:
         if older < generation:
             stale.unlink(missing_ok=True)

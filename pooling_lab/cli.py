@@ -82,9 +82,13 @@ def _common_options(
 
 @contextlib.contextmanager
 def user_errors(debug: bool) -> Iterator[None]:
-    """Print a ``UserError`` as one line and exit with code 2 (unless --debug)."""
+    """Print a ``UserError`` as one line and exit with code 2 (unless --debug); so also a fault of
+    the file system (a full disk, a read-only mount), an ``OSError`` naming the file it hit."""
     try:
-        yield
+        try:
+            yield
+        except OSError as error:
+            raise UserError(error.strerror or str(error), source=error.filename and str(error.filename)) from error
     except UserError as error:
         if debug:
             raise
@@ -92,10 +96,15 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(error.exit_code) from None
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        errors.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def validate(experiment: ExperimentFile, overrides: Overrides = None, debug: Debug = False) -> None:
     """Check an experiment file and print how many runs it expands to."""
-    from pooling_lab.config import load_plan
+    from pooling_lab.experiment import load_plan
 
     with user_errors(debug):
         plan = load_plan(experiment, overrides or [])
@@ -125,7 +134,7 @@ def run(
     log fills while the runs go; failures go to stderr at once; on a terminal, stderr also shows
     live bars with an ETA, one per run in training."""
     from pooling_lab import results, signals
-    from pooling_lab.config import load_plan
+    from pooling_lab.experiment import load_plan
     from pooling_lab.parallel import new_job, run_parallel
     from pooling_lab.progress import SweepDisplay, TrainerProgress, plan_table, summary_table
     from pooling_lab.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
@@ -178,6 +187,7 @@ def status(
 
     with user_errors(debug):
         view = overview(results_dir)
+    _warn(view.damaged)
     if as_json:
         typer.echo(json.dumps(view.as_json(), indent=2, default=str))
     else:
@@ -199,6 +209,7 @@ def plot(
 
     with user_errors(debug):
         loaded = results.load(results_dir)
+        _warn(loaded.damaged)
         written = plot_results(
             loaded.runs, loaded.metrics, loaded.params, loaded.swept, out or results_dir / "plots",
             title=loaded.experiment.get("name"), probe=loaded.probe, final_params=loaded.final_params,
@@ -263,7 +274,9 @@ def stats(
     from pooling_lab.stats import write_reports
 
     with user_errors(debug):
-        written = write_reports(results.load(results_dir), by)
+        loaded = results.load(results_dir)
+        _warn(loaded.damaged)
+        written = write_reports(loaded, by)
     for path in written:
         if path.suffix == ".md":
             console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -297,7 +310,7 @@ def list_pools() -> None:
 @catalogue.command("heads")
 def list_heads() -> None:
     """Classification heads and their defaults."""
-    from pooling_lab.heads import HEADS
+    from pooling_lab.models.heads import HEADS
 
     _print_registry("heads (head:)", HEADS)
 

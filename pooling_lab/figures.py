@@ -34,9 +34,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pooling_lab import results
-from pooling_lab.config import read_yaml
-from pooling_lab.config_errors import yaml_line
 from pooling_lab.errors import UserError
+from pooling_lab.experiment.errors import yaml_line
+from pooling_lab.experiment.yaml_file import read_yaml
 from pooling_lab.plots import LEGEND_PLACES, PLOTS, Layout, SweepData, save_figure
 from pooling_lab.style import COLOUR_RANGES, Style
 

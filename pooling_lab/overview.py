@@ -3,13 +3,15 @@ run's status.json and its claim.
 
 The state is the status.json state, except that a run some live process holds is ``running``
 and a run marked running that no live process holds is ``stopped`` (its process was killed; run
-the experiment again to resume it).
+the experiment again to resume it).  A run whose status.json is damaged (cut short by a crash or
+a full disk) is ``damaged``, and the file is named in ``Overview.damaged``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +27,24 @@ class Overview:
     path: Path
     swept: list[str]
     runs: list[dict[str, Any]]
+    damaged: list[str] = field(default_factory=list)  # one line per damaged file, which was skipped
 
     def as_json(self) -> dict[str, Any]:
         """Plain JSON: NaN (no value) becomes null."""
         runs = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in run.items()}
                 for run in self.runs]
-        return {"experiment": self.name, "path": str(self.path), "swept": self.swept, "runs": runs}
+        return {"experiment": self.name, "path": str(self.path), "swept": self.swept, "runs": runs,
+                "damaged": self.damaged}
 
 
 def overview(root: Path) -> Overview:
     experiment, table = results.read_runs(Path(root))
     swept = results.swept_keys(experiment)
-    runs = []
+    runs: list[dict[str, Any]] = []
+    damaged: list[str] = []
     for record in table.to_dict("records"):
         files = results.RunFiles(Path(root) / record["run_dir"])
-        status = results.read_status(files) or {}
+        status = results.unless_damaged(partial(results.read_status, files), {"status": "damaged"}, damaged) or {}
         if status.get("run_id") not in (None, record["run_id"]):
             status = {}
         owner = claims.holder(files.root)
@@ -53,4 +58,4 @@ def overview(root: Path) -> Overview:
         run |= {key: status.get(key) for key in FIELDS}
         run["traceback"] = str(files.root / status["traceback"]) if status.get("traceback") else None
         runs.append(run)
-    return Overview(str(experiment.get("name", Path(root).name)), Path(root), swept, runs)
+    return Overview(str(experiment.get("name", Path(root).name)), Path(root), swept, runs, damaged)

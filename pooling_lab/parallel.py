@@ -149,7 +149,7 @@ class JsonLines:
 def worker(job: Job) -> int:
     import torch
 
-    from pooling_lab.config import load_plan
+    from pooling_lab.experiment import load_plan
     from pooling_lab.sweep import prepare, run_plan
 
     torch.set_num_threads(job.threads)

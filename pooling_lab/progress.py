@@ -21,8 +21,8 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from pooling_lab.config import Plan, RunSpec
-from pooling_lab.labels import format_value
+from pooling_lab.experiment import Plan, RunSpec
+from pooling_lab.experiment.labels import format_value
 
 RUN_ENDS = ("done", "failed", "diverged", "skipped")  # sweep events that settle a run
 

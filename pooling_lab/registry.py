@@ -18,6 +18,14 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # unknown keys and inf / nan are errors
+
+
+class StrictModel(BaseModel):
+    """The base of every config section: strict as the components' own schemas."""
+
+    model_config = STRICT
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -81,7 +89,7 @@ class Registry:
         fields: dict[str, Any] = {"name": (Literal[name], name)}
         fields |= self._fields(factory)
         model_name = f"{self.kind.title().replace(' ', '')}{name.title().replace('_', '')}Spec"
-        return create_model(model_name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
+        return create_model(model_name, __config__=STRICT, **fields)
 
 
     def _fields(self, factory: Callable[..., Any]) -> dict[str, Any]:

@@ -10,9 +10,11 @@ results/<experiment>/<run>/config.yaml fully resolved config of the run
                           checkpoint.pt last state (model, optimiser, scheduler, RNG, step)
                           claim.<n>.json which process runs it now (see ``claims``)
 ```
-Every file is replaced atomically, so a reader or a resumed run never sees half a file.  Each
-status.json records the format it was written in (``FORMAT_VERSION``); a directory written in
-another format is refused with a one-line error rather than misread.
+Every file is replaced atomically, so a reader or a resumed run never sees half a file; one
+that a crash or a full disk damaged all the same (the file system kept the name but not all the
+data) is refused in one line (``DamagedFile``), or, by the readers of a whole experiment, skipped
+and named.  Each status.json records the format it was written in (``FORMAT_VERSION``); a
+directory written in another format is refused with a one-line error rather than misread.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import io
 import json
 import platform
 import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import yaml
@@ -45,6 +50,7 @@ FINAL_PARAM_COLUMNS = ["module", "param", "index", "value"]
 PROBE_FIRST_COLUMN = "p"
 SUMMARY_FIRST = ["p_final", "p_opt", "test_accuracy", "val_accuracy"]
 SUMMARY_LAST = ["epoch", "step", "wall_time_s"]
+T = TypeVar("T")
 
 
 def summary_columns(*statuses: dict[str, Any]) -> list[str]:
@@ -153,20 +159,87 @@ def remove_partial_writes(files: RunFiles) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def check_writable(root: Path) -> None:
+    """Make the experiment folder and create a file in it (one with no name, gone when closed),
+    so that a folder the results cannot go to (a file in the way, a read-only mount, no
+    permission) is one line before anything is written."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        blocking = next((path for path in (root, *root.parents) if path.exists() and not path.is_dir()), None)
+        if blocking is not None:
+            raise UserError(f"is a file, not a folder; the results go to {root}", source=str(blocking)) from None
+        raise UserError(f"cannot write the results there: {error.strerror or error}", source=str(root)) from None
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+class DamagedFile(UserError):
+    """A results file that is there but cannot be read whole: a crash or a full disk cut it short
+    (a file system may keep a renamed file's name but not all of its data)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"damaged ({reason})", source=str(path))
+
+
+def _read_text(path: Path) -> str:
+    """The text of a results file (``FileNotFoundError`` when it is not there); ``DamagedFile``
+    when it is empty or not text."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise DamagedFile(path, f"not text: {error.reason}") from None
+    if not text:
+        raise DamagedFile(path, "empty")
+    return text
+
+
+def _read_lines(path: Path) -> str:
+    """The text of a results file of lines (CSV, YAML), which every writer ends with a newline:
+    ``DamagedFile`` also when its last line is cut short (a CSV or YAML file cut at any point
+    may still parse)."""
+    text = _read_text(path)
+    if not text.endswith("\n"):
+        raise DamagedFile(path, "cut short: its last line is incomplete")
+    return text
+
+
 def read_status(files: RunFiles) -> dict[str, Any] | None:
     try:
-        return json.loads(files.status.read_text())
+        text = _read_text(files.status)
     except FileNotFoundError:
         return None
+    try:
+        status = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DamagedFile(files.status, f"not valid JSON: {error}") from None
+    if not isinstance(status, dict):
+        raise DamagedFile(files.status, "not a JSON object")
+    return status
 
 
-def check_format(root: Path) -> None:
-    """Refuse an experiment directory whose runs were written in another results format."""
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(_read_lines(path))
+    except yaml.YAMLError as error:
+        raise DamagedFile(path, f"not YAML: {' '.join(str(error).split())}") from None
+
+
+def check_format(root: Path, skip_damaged: bool = False) -> None:
+    """Refuse an experiment directory whose runs were written in another results format, and one
+    with a damaged status.json unless ``skip_damaged`` (a reader reports it with its run)."""
     for path in sorted(Path(root).glob("*/status.json")):
         try:
-            found = (json.loads(path.read_text()).get("versions") or {}).get("format")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            raise UserError("not a readable status file", source=str(path)) from None
+            status = read_status(RunFiles(path.parent)) or {}
+        except DamagedFile:
+            if skip_damaged:
+                continue
+            raise
+        versions = status.get("versions")
+        found = versions.get("format") if isinstance(versions, dict) else None
         if found != str(FORMAT_VERSION):
             raise UserError(
                 f"written in results format {found or 'unknown'}, but this pooling-lab reads format "
@@ -175,11 +248,14 @@ def check_format(root: Path) -> None:
             )
 
 
-def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+def read_csv(path: Path, columns: list[str], dtype: dict[str, type] | None = None) -> pd.DataFrame:
+    """A results table; an empty one with ``columns`` when the file is not there."""
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(io.StringIO(_read_lines(path)), dtype=dtype)
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return pd.DataFrame(columns=columns)
+    except pd.errors.ParserError as error:
+        raise DamagedFile(path, f"not CSV: {' '.join(str(error).split())}") from None
 
 
 # --- reading a whole experiment ------------------------------------------------------------------
@@ -199,6 +275,9 @@ class Results:
     final_params: pd.DataFrame
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Each run's resolved config.yaml flattened to dotted columns (``model.pool.learnable``)."""
+    damaged: list[str] = field(default_factory=list)
+    """One line per run file that is damaged (``DamagedFile``) and so was skipped: the run's
+    state is then ``damaged`` (status.json) or its frame lacks the run."""
 
 
 def swept_keys(experiment: dict[str, Any]) -> list[str]:
@@ -211,24 +290,36 @@ def read_runs(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     runs_file = root / RUNS_FILE
     if not runs_file.exists():
         raise UserError(f"not a results directory: {runs_file} is missing", source=str(root))
-    check_format(root)
-    experiment = yaml.safe_load((root / EXPERIMENT_FILE).read_text()) or {}
-    return experiment, pd.read_csv(runs_file, dtype={"run_id": str})
+    check_format(root, skip_damaged=True)
+    experiment = _read_yaml(root / EXPERIMENT_FILE) or {}
+    return experiment, read_csv(runs_file, [], dtype={"run_id": str})
+
+
+def unless_damaged(read: Callable[[], T], instead: T, damaged: list[str]) -> T:
+    """What ``read`` returns, or ``instead`` when the file it reads is damaged (which is then
+    noted in ``damaged``, one line naming the file and the reason)."""
+    try:
+        return read()
+    except DamagedFile as error:
+        damaged.append(f"{error.one_line()}; skipped")
+        return instead
 
 
 def load(path: Path | str) -> Results:
-    """Read ``results/<experiment>`` into frames: ``runs``, ``metrics``, ``params``."""
+    """Read ``results/<experiment>`` into frames: ``runs``, ``metrics``, ``params``; a damaged
+    run file is skipped and noted in ``damaged``."""
     root = Path(path)
     experiment, runs = read_runs(root)
-    metrics, params, probes, finals, statuses, configs = [], [], [], [], [], []
+    metrics, params, probes, finals, statuses, configs, damaged = [], [], [], [], [], [], []
+    tables = ((metrics, "metrics", METRIC_COLUMNS), (params, "params", PARAM_COLUMNS),
+              (probes, "probe", [PROBE_FIRST_COLUMN]), (finals, "final_params", FINAL_PARAM_COLUMNS))
     for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
         files = RunFiles(root / run_dir)
-        statuses.append(read_status(files) or {"status": "pending"})
-        configs.append({"run_id": run_id, **_flat_config(files)})
-        metrics.append(read_csv(files.metrics, METRIC_COLUMNS).assign(run_id=run_id))
-        params.append(read_csv(files.params, PARAM_COLUMNS).assign(run_id=run_id))
-        probes.append(read_csv(files.probe, [PROBE_FIRST_COLUMN]).assign(run_id=run_id))
-        finals.append(read_csv(files.final_params, FINAL_PARAM_COLUMNS).assign(run_id=run_id))
+        statuses.append(unless_damaged(partial(read_status, files), {"status": "damaged"}, damaged) or {"status": "pending"})
+        configs.append({"run_id": run_id, **unless_damaged(partial(_flat_config, files), {}, damaged)})
+        for frames, name, columns in tables:
+            read = partial(read_csv, getattr(files, name), columns)
+            frames.append(unless_damaged(read, pd.DataFrame(columns=columns), damaged).assign(run_id=run_id))
     runs = _with_statuses(runs, statuses)
     return Results(
         path=root,
@@ -240,12 +331,13 @@ def load(path: Path | str) -> Results:
         probe=_concat(probes, ["run_id", PROBE_FIRST_COLUMN]),
         final_params=_concat(finals, ["run_id", *FINAL_PARAM_COLUMNS]),
         configs=pd.DataFrame(configs),
+        damaged=damaged,
     )
 
 
 def _flat_config(files: RunFiles) -> dict[str, Any]:
     try:
-        config = yaml.safe_load(files.config.read_text()) or {}
+        config = _read_yaml(files.config) or {}
     except FileNotFoundError:
         return {}
     return pd.json_normalize(config, sep=".").iloc[0].to_dict()

@@ -20,7 +20,7 @@ import pandas as pd
 from pooling_lab import atomic, results
 from pooling_lab.errors import UserError
 from pooling_lab.evaluate import best_p
-from pooling_lab.labels import format_value
+from pooling_lab.experiment.labels import format_value
 
 RESAMPLES = 4000
 LEVEL = 0.95

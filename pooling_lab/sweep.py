@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from pooling_lab import claims, results, signals
-from pooling_lab.config import Plan, RunSpec
 from pooling_lab.data import DataSplits, load_data
 from pooling_lab.errors import UserError
-from pooling_lab.labels import format_value
+from pooling_lab.experiment import Plan, RunSpec
+from pooling_lab.experiment.labels import format_value
 from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.context import resolve_device
@@ -51,7 +51,8 @@ def prepare(plan: Plan, out_root: Path) -> Prepared:
     """Everything bad input can break, before anything is written: every run's device, every
     distinct data set (loaded, or downloaded when allowed), every model (built on the meta
     device, which allocates nothing, so constructor checks such as p > eps or groups dividing
-    the channels fail here) and the format of results already there."""
+    the channels fail here), the format of results already there, whether the results folder
+    can be written, and that the plan keeps every run recorded there in view."""
     for spec in plan.runs:
         resolve_device(spec.config.train.device)
     data: dict[str, DataSplits] = {}
@@ -62,7 +63,27 @@ def prepare(plan: Plan, out_root: Path) -> Prepared:
         check_model(plan, spec, data[key])
     root = experiment_dir(plan, out_root)
     results.check_format(root)
+    results.check_writable(root)
+    check_keeps_recorded_runs(plan, root)
     return Prepared(plan, root, data)
+
+
+def check_keeps_recorded_runs(plan: Plan, root: Path) -> None:
+    """Refuse a plan that leaves out runs recorded in the folder whose run folders are still
+    there: its runs table (which ``status``, ``plot`` and ``stats`` read) would hide them.  A plan
+    that includes them, such as the same sweep with more values or seeds, is fine."""
+    recorded = results.read_csv(root / results.RUNS_FILE, ["run_id", "run_dir"], dtype={"run_id": str})
+    planned = {spec.run_id for spec in plan.runs}
+    left_out = [run_dir for run_id, run_dir in zip(recorded["run_id"], recorded["run_dir"], strict=True)
+                if run_id not in planned and (root / run_dir).is_dir()]
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        runs, them = ("run", "it") if len(left_out) == 1 else ("runs", "them")
+        raise UserError(
+            f"holds {len(left_out)} {runs} that this plan leaves out ({shown}); to keep every run in view, widen "
+            f"the sweep to include {them}, or write this plan elsewhere (--out OTHER, or --set name=OTHER)",
+            source=str(root),
+        )
 
 
 def _load_data(plan: Plan, spec: RunSpec) -> DataSplits:

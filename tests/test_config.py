@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pooling_lab.cli import app
-from pooling_lab.config import Plan, load_plan, parse_override
 from pooling_lab.errors import UserError
+from pooling_lab.experiment import Plan, load_plan
+from pooling_lab.experiment.overrides import parse_override
 from pooling_lab.pooling import GLOBAL_POOLS
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"

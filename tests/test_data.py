@@ -238,7 +238,39 @@ def test_cifar_download_with_wrong_md5_leaves_nothing(tmp_path, monkeypatch):
     root = tmp_path / "root"
     with pytest.raises(DataNotFoundError, match="md5 .* expected 0{32}"):
         load_data(DataConfig(dataset="cifar10", root=str(root), download=True))
-    assert list(root.rglob("*")) == [root / "cifar-10-batches-py"]
+    assert not root.exists()  # made for the download, and removed with it
+
+
+@pytest.mark.parametrize(
+    ("archive_bytes", "complaint"),
+    [
+        (lambda source: b"<html>not an archive</html>", "cannot extract"),
+        (lambda source: gzip.compress(b"not a tar file" * 100), "cannot extract"),
+        (lambda source: cifar10_archive_bytes(source)[:-2000], "cannot extract"),  # cut short
+        (lambda source: cifar10_archive_bytes(source, without="cifar-10-batches-py/test_batch"), "has no file"),
+    ],
+    ids=["not gzip", "not tar", "truncated", "a member missing"],
+)
+def test_a_bad_archive_leaves_the_data_root_as_it_was(tmp_path, monkeypatch, archive_bytes, complaint):
+    write_cifar10(tmp_path / "source")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(archive_bytes(tmp_path / "source"))
+    use_archive(monkeypatch, archive.as_uri(), hashlib.md5(archive.read_bytes()).hexdigest())
+    root = tmp_path / "root"
+    (root / "notes").mkdir(parents=True)
+    with pytest.raises(DataNotFoundError, match=complaint) as caught:
+        load_data(DataConfig(dataset="cifar10", root=str(root), download=True))
+    assert str(caught.value).startswith("data.download: ") and "\n" not in str(caught.value)
+    assert list(root.rglob("*")) == [root / "notes"]
+
+
+def cifar10_archive_bytes(source_root: Path, without: str | None = None) -> bytes:
+    """A tar.gz of the CIFAR-10 folder under ``source_root``, less the member ``without``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(source_root / "cifar-10-batches-py", arcname="cifar-10-batches-py",
+                filter=lambda member: None if member.name == without else member)
+    return buffer.getvalue()
 
 
 def test_failed_download_is_one_line_naming_the_url(tmp_path, monkeypatch):
@@ -248,7 +280,16 @@ def test_failed_download_is_one_line_naming_the_url(tmp_path, monkeypatch):
         load_data(DataConfig(dataset="cifar10", root=str(tmp_path / "root"), download=True))
     message = str(caught.value)
     assert message.startswith(f"data.download: could not download {url}") and "\n" not in message
-    assert not any(p.is_file() for p in (tmp_path / "root").rglob("*"))
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_failed_mnist_download_leaves_no_empty_folder(tmp_path, monkeypatch):
+    spec = dataclasses.replace(mnist.DATASETS["mnist"], base_url=(tmp_path / "nowhere").as_uri() + "/")
+    monkeypatch.setitem(mnist.DATASETS, "mnist", spec)
+    (tmp_path / "root").mkdir()
+    with pytest.raises(DataNotFoundError, match="could not download"):
+        load_data(DataConfig(dataset="mnist", root=str(tmp_path / "root"), download=True))
+    assert list((tmp_path / "root").iterdir()) == []
 
 
 def test_unwritable_root_is_a_user_error(tmp_path, monkeypatch):

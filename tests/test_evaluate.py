@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pooling_lab import evaluate
-from pooling_lab.config import ExperimentConfig, RunSpec
 from pooling_lab.data import BatchLoader, Split, load_data
 from pooling_lab.evaluate import retrieval
+from pooling_lab.experiment import ExperimentConfig, RunSpec
 from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.loop import SilentProgress, Trainer

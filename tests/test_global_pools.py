@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from pooling_lab.config import ExperimentConfig
+from pooling_lab.experiment import ExperimentConfig
 from pooling_lab.models import build_model
 from pooling_lab.pooling import GLOBAL_POOLS, Pool, build_pool
 from pooling_lab.train.optim import POOL_GROUP, build_optimizer

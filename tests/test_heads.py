@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from pooling_lab.heads import HEADS, ArcFaceHead, CosineHead, build_head
+from pooling_lab.models.heads import HEADS, ArcFaceHead, CosineHead, build_head
 
 D, C = 6, 5  # embedding width, number of classes
 

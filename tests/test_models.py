@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pooling_lab.config import ExperimentConfig
+from pooling_lab.experiment import ExperimentConfig
 from pooling_lab.models import BACKBONES, build_model
 from pooling_lab.models.vit import ViT
 from pooling_lab.pooling import Pool

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pooling_lab.config import ExperimentConfig, OptimConfig
+from pooling_lab.experiment import ExperimentConfig, OptimConfig
 from pooling_lab.models import build_model
 from pooling_lab.train.optim import (
     BASE_GROUP,

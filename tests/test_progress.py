@@ -20,7 +20,7 @@ from tiny_sweeps import STEPS_PER_EPOCH, experiment, pause_at_checkpoint, run_cl
 from typer.testing import CliRunner
 
 from pooling_lab.cli import app
-from pooling_lab.config import load_plan
+from pooling_lab.experiment import load_plan
 
 TOTAL_STEPS = 3 * STEPS_PER_EPOCH
 TWO_RUNS = {"grid": {"optim.lr": [0.05, 0.1]}}

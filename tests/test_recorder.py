@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pooling_lab.config import ExperimentConfig
+from pooling_lab.experiment import ExperimentConfig
 from pooling_lab.models import build_model
 from pooling_lab.train.recorder import VECTOR_STATS, ParamRecorder
 

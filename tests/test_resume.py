@@ -22,7 +22,7 @@ from tiny_sweeps import (
     start,
 )
 
-from pooling_lab.config import load_plan
+from pooling_lab.experiment import load_plan
 
 TOTAL_STEPS = 3 * STEPS_PER_EPOCH
 

@@ -13,7 +13,7 @@ import pytest
 from tiny_sweeps import experiment, run_cli
 
 from pooling_lab import claims
-from pooling_lab.config import load_plan
+from pooling_lab.experiment import load_plan
 
 
 @pytest.fixture(scope="module")

@@ -2,29 +2,34 @@
 
 A ``Remote`` without an md5 is not checksummed; its reader must check what it extracts instead.
 
-Every failure (no network, an HTTP error, a wrong checksum, a member missing) becomes a one-line
-``DataNotFoundError``; temporary files are removed, so a failed download leaves nothing behind.
+Every failure (no network, an HTTP error, a wrong checksum, a damaged archive, a member missing)
+becomes a one-line ``DataNotFoundError``; temporary files and the folders made for the download
+are removed, and extracted files are moved into place only when all were read, so a failed
+download leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
+import shutil
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pooling_lab.atomic import write_bytes
 from pooling_lab.errors import DataNotFoundError
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)  # a damaged or cut-short tar.gz
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,7 @@ def _stream(url: str, out: BinaryIO) -> str:
 @contextmanager
 def downloaded(remote: Remote, folder: Path) -> Iterator[Path]:
     """Download ``remote`` into a temporary file in ``folder`` and verify it; removed on exit."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=folder)
-    except OSError as error:
-        raise DataNotFoundError(f"cannot write to {folder}: {error}", field="data.root") from error
-    part = Path(name)
-    try:
+    with _part_file(folder) as (fd, part):
         try:
             with os.fdopen(fd, "wb") as out:
                 md5 = _stream(remote.url, out)
@@ -78,8 +77,45 @@ def downloaded(remote: Remote, folder: Path) -> Iterator[Path]:
                 field="data.download",
             )
         yield part
+
+
+@contextmanager
+def _part_file(folder: Path) -> Iterator[tuple[int, Path]]:
+    """A new temporary file in ``folder`` (descriptor and path), removed on exit.  ``folder`` and
+    its missing parents are made for it, and removed again (those still empty) when the block
+    fails, so a failed download leaves no empty folder behind."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=folder)
+    except OSError as error:
+        _remove_empty(made)
+        raise DataNotFoundError(f"cannot write to {folder}: {error}", field="data.root") from error
+    succeeded = False
+    try:
+        yield fd, Path(name)
+        succeeded = True
     finally:
-        part.unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
+        if not succeeded:
+            _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextmanager
+def staging_folder(destination: Path) -> Iterator[Path]:
+    """A new temporary folder beside ``destination`` (so that renaming moves its contents there
+    whole), removed on exit with whatever is still in it."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", suffix=".partial", dir=destination.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def download_file(remote: Remote, destination: Path) -> None:
@@ -88,13 +124,27 @@ def download_file(remote: Remote, destination: Path) -> None:
 
 
 def download_members(remote: Remote, members: Mapping[str, Path]) -> None:
-    """Download the tar archive ``remote`` and write the named members to their destinations.
+    """Download the tar archive ``remote`` and write the named members to their destinations,
+    files of one folder: they are extracted into a temporary folder beside it and moved into
+    place only when all were read, so a damaged archive leaves nothing behind.
 
     Only the listed members are read and their destinations are chosen by the caller, so no path
     stored in the archive is ever used: a member cannot escape the data folder.
     """
     folder = next(iter(members.values())).parent
-    with downloaded(remote, folder) as archive, tarfile.open(archive, "r:gz") as tar:
+    with downloaded(remote, folder.parent) as archive, staging_folder(folder) as staging:
+        staged = {name: staging / destination.name for name, destination in members.items()}
+        try:
+            _extract_members(remote, archive, staged)
+        except ARCHIVE_ERRORS as error:
+            raise DataNotFoundError(f"cannot extract {remote.url}: {error}", field="data.download") from error
+        folder.mkdir(exist_ok=True)
+        for name, destination in members.items():
+            os.replace(staged[name], destination)
+
+
+def _extract_members(remote: Remote, archive: Path, members: Mapping[str, Path]) -> None:
+    with tarfile.open(archive, "r:gz") as tar:
         for member_name, destination in members.items():
             try:
                 member = tar.getmember(member_name)
@@ -107,4 +157,7 @@ def download_members(remote: Remote, members: Mapping[str, Path]) -> None:
                 raise DataNotFoundError(
                     f"{member_name} in {remote.url} is not a regular file", field="data.download"
                 )
-            write_bytes(destination, handle.read())
+            with handle, destination.open("wb") as out:
+                shutil.copyfileobj(handle, out)
+                out.flush()
+                os.fsync(out.fileno())  # whole on disk before it is moved into place

@@ -18,11 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pooling_lab.data.download import Remote, downloaded
+from pooling_lab.data.download import ARCHIVE_ERRORS, Remote, downloaded, staging_folder
 from pooling_lab.data.imagefolder import IMAGE_SUFFIXES, class_folders, read_tree
 from pooling_lab.data.spec import DataConfig
 from pooling_lab.data.splits import Source
@@ -112,25 +111,20 @@ def _complete(folder: Path, wnids: list[str]) -> bool:
 def download_tree(remote: Remote, name: str, wnids: list[str], destination: Path) -> None:
     """Download ``remote`` and extract its ``name/{train,val}/<wnid>/<image>`` files to
     ``destination`` (which must not exist yet)."""
-    parent = destination.parent
-    with downloaded(remote, parent) as archive:
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", suffix=".partial", dir=parent))
+    with downloaded(remote, destination.parent) as archive, staging_folder(destination) as staging:
         try:
-            try:
-                _extract_images(archive, name, set(wnids), staging)
-            except (tarfile.TarError, EOFError, OSError) as error:
-                raise DataNotFoundError(
-                    f"cannot extract {remote.url}: {error}", field="data.download"
-                ) from error
-            if not _complete(staging, wnids):
-                raise DataNotFoundError(
-                    f"archive {remote.url} does not hold {name}/{{train,val}}/<wnid>/ for the "
-                    f"ten wnids",
-                    field="data.download",
-                )
-            os.replace(staging, destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _extract_images(archive, name, set(wnids), staging)
+        except ARCHIVE_ERRORS as error:
+            raise DataNotFoundError(
+                f"cannot extract {remote.url}: {error}", field="data.download"
+            ) from error
+        if not _complete(staging, wnids):
+            raise DataNotFoundError(
+                f"archive {remote.url} does not hold {name}/{{train,val}}/<wnid>/ for the "
+                f"ten wnids",
+                field="data.download",
+            )
+        os.replace(staging, destination)
 
 
 def _extract_images(archive: Path, name: str, wnids: set[str], staging: Path) -> None:

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from pooling_lab.registry import StrictModel
 
 DatasetName = Literal[
     "cifar10",
@@ -37,10 +39,8 @@ def optional_field(description: str, **constraints: Any) -> Any:
     return Field(None, description=description, exclude_if=_omitted_when_unset, **constraints)
 
 
-class RandomResizedCropConfig(BaseModel):
+class RandomResizedCropConfig(StrictModel):
     """Crop a random box (area and aspect ratio drawn per image) and resize it to the image size."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
         (0.35, 1.0), description="[low, high] fraction of the image area the box covers."
@@ -57,8 +57,7 @@ class RandomResizedCropConfig(BaseModel):
         return value
 
 
-class AugmentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AugmentConfig(StrictModel):
 
     crop_padding: int = Field(
         4,
@@ -80,8 +79,7 @@ class AugmentConfig(BaseModel):
         return self
 
 
-class SyntheticConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SyntheticConfig(StrictModel):
 
     num_classes: int = Field(10, ge=2, description="Number of classes (one prototype patch each).")
     image_size: int = Field(32, ge=8, description="Height and width of the square images.")
@@ -119,8 +117,7 @@ class SyntheticConfig(BaseModel):
         return self
 
 
-class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DataConfig(StrictModel):
 
     dataset: DatasetName = Field(description="Which data set to train and test on.")
     root: str = Field(

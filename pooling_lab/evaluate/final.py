@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pooling_lab.config import EvalConfig
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
 from pooling_lab.evaluate.passes import SplitPass, split_metrics
 from pooling_lab.evaluate.probe import best_p, probe
+from pooling_lab.experiment import EvalConfig
 from pooling_lab.models.classifier import Classifier
 
 

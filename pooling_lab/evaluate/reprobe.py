@@ -14,10 +14,10 @@ import yaml
 from pydantic import ValidationError
 
 from pooling_lab import results
-from pooling_lab.config import ExperimentConfig, Plan, load_plan
 from pooling_lab.data import DataSplits, load_data
 from pooling_lab.errors import UserError
 from pooling_lab.evaluate.final import EvalBatches, evaluate_trained
+from pooling_lab.experiment import ExperimentConfig, Plan, load_plan
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.pooling.exponent import global_p
 from pooling_lab.results import RunFiles

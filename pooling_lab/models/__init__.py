@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from pooling_lab.heads import build_head
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.models.classifier import Classifier, Embedding
 from pooling_lab.models.fast_cifar import FastCifar
+from pooling_lab.models.heads import build_head
 from pooling_lab.models.resnet import ResNet
 from pooling_lab.models.torchvision_backbone import TorchvisionBackbone
 from pooling_lab.models.vit import ViT
@@ -17,7 +17,7 @@ from pooling_lab.pooling import build_pool
 from pooling_lab.pooling.local_pools import local_pool_factory
 
 if TYPE_CHECKING:
-    from pooling_lab.config import ExperimentConfig
+    from pooling_lab.experiment import ExperimentConfig
 
 
 def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> Classifier:

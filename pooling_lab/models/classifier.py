@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pooling_lab.heads import Head
+from pooling_lab.models.heads import Head
 from pooling_lab.pooling import Pool
 
 

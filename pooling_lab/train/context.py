@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pooling_lab.config import TrainConfig
 from pooling_lab.errors import UserError
+from pooling_lab.experiment import TrainConfig
 
 
 @dataclass(frozen=True)

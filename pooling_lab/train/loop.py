@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 
 from pooling_lab import atomic, results, signals
-from pooling_lab.config import RunSpec
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
 from pooling_lab.evaluate import EvalBatches, SplitPass, accuracy_of, evaluate_trained, run_flags
+from pooling_lab.experiment import RunSpec
 from pooling_lab.models import build_model
 from pooling_lab.pooling.exponent import global_p
 from pooling_lab.results import RunFiles

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from pooling_lab.config import OptimConfig
+    from pooling_lab.experiment import OptimConfig
     from pooling_lab.models.classifier import Classifier
 
 BASE_GROUP, POOL_GROUP = "base", "pool"

@@ -1,4 +1,5 @@
-"""Turn a pydantic ``ValidationError`` into the one-line message a user can act on.
+"""Validation of an experiment tree, and a pydantic ``ValidationError`` turned into the one-line
+message a user can act on.
 
 The line names the file and YAML line, the dotted field (without the union tags pydantic puts
 into the location), the bad value and, for a misspelt name, the closest allowed one.
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pooling_lab.errors import UserError
+from pooling_lab.experiment.schema import ExperimentConfig
 
 
 def describe_validation_error(
@@ -39,14 +41,22 @@ def describe_validation_error(
     return UserError(message, source=source, field=field)
 
 
+def validate(
+    tree: dict[str, Any], path: Path, text: str, context: str = "", lines: dict[str, int | None] | None = None
+) -> ExperimentConfig:
+    """The tree as an ``ExperimentConfig``, or the one-line error (``context`` says which sweep run)."""
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as error:
+        raise describe_validation_error(error, path, text, context, lines) from None
+
+
 def _user_path(loc: tuple[Any, ...]) -> tuple[list[Any], type[BaseModel] | None]:
     """The path as the user wrote it, and the model that holds its last part.
 
     Pydantic puts the tag of a discriminated union into the location (``model.pool.gem.p``);
     the user wrote ``model.pool.p``, so a part that picks a union member is dropped.
     """
-    from pooling_lab.config import ExperimentConfig
-
     parts: list[Any] = []
     holder: type[BaseModel] | None = None
     current: Any = ExperimentConfig
