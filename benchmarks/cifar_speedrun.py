@@ -14,7 +14,7 @@ import torch
 from benchmarks.report import main_for
 from pooling_lab import results
 from pooling_lab.experiment import load_plan
-from pooling_lab.sweep import prepare, run_plan
+from pooling_lab.run.sweep import prepare, run_plan
 
 EXPERIMENT = Path(__file__).parent.parent / "experiments" / "fast_cifar.yaml"
 TARGET = 0.94

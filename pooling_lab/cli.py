@@ -133,11 +133,12 @@ def run(
     Progress: stdout gets one line per run start (or resume), epoch and end as they happen, so a
     log fills while the runs go; failures go to stderr at once; on a terminal, stderr also shows
     live bars with an ETA, one per run in training."""
-    from pooling_lab import results, signals
+    from pooling_lab import results
     from pooling_lab.experiment import load_plan
-    from pooling_lab.parallel import new_job, run_parallel
-    from pooling_lab.progress import SweepDisplay, TrainerProgress, plan_table, summary_table
-    from pooling_lab.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
+    from pooling_lab.run import signals
+    from pooling_lab.run.parallel import new_job, run_parallel
+    from pooling_lab.run.progress import SweepDisplay, TrainerProgress, plan_table, summary_table
+    from pooling_lab.run.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
 
     with user_errors(debug):
         plan = load_plan(experiment, overrides or [])
@@ -182,8 +183,8 @@ def status(
     process died shows as stopped (run the experiment again to resume it)."""
     import json
 
-    from pooling_lab.overview import overview
-    from pooling_lab.progress import error_lines, status_table
+    from pooling_lab.run.progress import error_lines, status_table
+    from pooling_lab.run.status import overview
 
     with user_errors(debug):
         view = overview(results_dir)

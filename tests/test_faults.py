@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 from tiny_sweeps import experiment, pause_at_checkpoint, run_cli, start
 
-from pooling_lab import atomic, claims, results
+from pooling_lab import atomic, results
 from pooling_lab.experiment import load_plan
+from pooling_lab.run import claims
 
 ONE_EPOCH = {"epochs": 1}
 

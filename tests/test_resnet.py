@@ -99,7 +99,7 @@ def test_core_imports_and_builds_a_resnet_without_torchvision():
         import sys
         sys.modules["torchvision"] = None  # as if it were not installed
         import torch
-        import pooling_lab.cli, pooling_lab.experiment, pooling_lab.data, pooling_lab.sweep
+        import pooling_lab.cli, pooling_lab.experiment, pooling_lab.data, pooling_lab.run.sweep
         from pooling_lab.models import BACKBONES
         out = BACKBONES.build("resnet18", in_channels=3, width=4)(torch.zeros(2, 3, 32, 32))
         assert out.shape == (2, 32, 1, 1)

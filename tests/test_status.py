@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tiny_sweeps import experiment, run_cli
 
-from pooling_lab import claims
 from pooling_lab.experiment import load_plan
+from pooling_lab.run import claims
 
 
 @pytest.fixture(scope="module")

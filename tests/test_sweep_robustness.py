@@ -19,10 +19,10 @@ import pytest
 import torch
 from tiny_sweeps import experiment, keeping_threads, run_cli, run_dirs, start
 
-from pooling_lab import claims
 from pooling_lab.experiment import load_plan
 from pooling_lab.results import RunFiles
-from pooling_lab.sweep import prepare, run_plan
+from pooling_lab.run import claims
+from pooling_lab.run.sweep import prepare, run_plan
 from pooling_lab.train.loop import SilentProgress, Trainer
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 

@@ -21,7 +21,7 @@ from pooling_lab.experiment import ExperimentConfig, Plan, load_plan
 from pooling_lab.models import Classifier, build_model
 from pooling_lab.pooling.exponent import global_p
 from pooling_lab.results import RunFiles
-from pooling_lab.sweep import write_runs_table
+from pooling_lab.run.sweep import write_runs_table
 from pooling_lab.train.checkpoint import load_checkpoint
 from pooling_lab.train.context import compute_for
 

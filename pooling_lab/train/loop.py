@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from pooling_lab import atomic, results, signals
+from pooling_lab import atomic, results
 from pooling_lab.data import DataSplits
 from pooling_lab.data.loader import BatchLoader
 from pooling_lab.evaluate import EvalBatches, SplitPass, accuracy_of, evaluate_trained, run_flags
@@ -30,7 +30,8 @@ from pooling_lab.experiment import RunSpec
 from pooling_lab.models import build_model
 from pooling_lab.pooling.exponent import global_p
 from pooling_lab.results import RunFiles
-from pooling_lab.signals import Interrupted
+from pooling_lab.run import signals
+from pooling_lab.run.signals import Interrupted
 from pooling_lab.train.checkpoint import load_checkpoint, save_checkpoint
 from pooling_lab.train.context import Compute, compile_backbone, compute_for
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step

@@ -15,7 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pooling_lab import claims, results
+from pooling_lab import results
+from pooling_lab.run import claims
 
 FIELDS = ("epoch", "epochs", "step", "total_steps", "p_final", "p_opt", "test_accuracy", "val_accuracy",
           "attempts", "wall_time_s", "error", "diverged_step", "started", "updated", "finished", "flags")

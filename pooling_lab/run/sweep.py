@@ -18,13 +18,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pooling_lab import claims, results, signals
+from pooling_lab import results
 from pooling_lab.data import DataSplits, load_data
 from pooling_lab.errors import UserError
 from pooling_lab.experiment import Plan, RunSpec
 from pooling_lab.experiment.labels import format_value
 from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
+from pooling_lab.run import claims, signals
 from pooling_lab.train.context import resolve_device
 from pooling_lab.train.loop import ProgressSink, SilentProgress, Trainer
 

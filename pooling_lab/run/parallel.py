@@ -1,6 +1,6 @@
 """``pooling-lab run --jobs N``: N worker processes train one plan at once.
 
-Each worker is ``python -m pooling_lab.parallel JOB`` and runs the ordinary sweep, so the workers
+Each worker is ``python -m pooling_lab.run.parallel JOB`` and runs the ordinary sweep, so the workers
 divide the runs through the claim files exactly as separate ``pooling-lab run`` processes do.
 Each gets ``cores // N`` CPU threads, or one GPU when several are visible.  Workers report their
 runs' progress and the sweep's events as JSON lines on stdout; the parent shows them (a line or a
@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pooling_lab import signals
-from pooling_lab.claims import HOST
 from pooling_lab.errors import UserError
-from pooling_lab.progress import SweepDisplay, TrainerProgress
-from pooling_lab.sweep import UNSUCCESSFUL
+from pooling_lab.run import signals
+from pooling_lab.run.claims import HOST
+from pooling_lab.run.progress import SweepDisplay, TrainerProgress
+from pooling_lab.run.sweep import UNSUCCESSFUL
 
 POLL_S = 0.2
 UPDATE_S = 0.5  # a worker reports a run's step count at most this often
@@ -55,7 +55,7 @@ def run_parallel(job: Job, jobs: int, report: SweepDisplay) -> int | None:
         if len(gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "pooling_lab.parallel", json.dumps(asdict(job))],
+            [sys.executable, "-m", "pooling_lab.run.parallel", json.dumps(asdict(job))],
             stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
         ))
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -150,7 +150,7 @@ def worker(job: Job) -> int:
     import torch
 
     from pooling_lab.experiment import load_plan
-    from pooling_lab.sweep import prepare, run_plan
+    from pooling_lab.run.sweep import prepare, run_plan
 
     torch.set_num_threads(job.threads)
     lines = JsonLines()
