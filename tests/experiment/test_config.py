@@ -22,7 +22,7 @@ from pooling_lab.experiment import Plan, load_plan
 from pooling_lab.experiment.overrides import parse_override
 from pooling_lab.pooling import GLOBAL_POOLS
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml"
 HEADER = "name: t\ndata: {dataset: synthetic}\n"  # lines 1-2 of the files written below
 
 
