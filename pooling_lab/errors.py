@@ -24,5 +24,11 @@ class UserError(Exception):
         return " ".join(text.split())
 
 
+def file_system_fault(error: OSError) -> UserError:
+    """A fault of the file system (a full disk, a read-only mount) as the one line naming the file
+    it hit."""
+    return UserError(error.strerror or str(error), source=error.filename and str(error.filename))
+
+
 class DataNotFoundError(UserError):
     """A data set is not on disk and may not (or could not) be downloaded."""

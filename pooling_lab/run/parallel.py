@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pooling_lab.errors import UserError
+from pooling_lab.errors import UserError, file_system_fault
 from pooling_lab.run import signals
 from pooling_lab.run.claims import HOST
 from pooling_lab.run.progress import SweepDisplay, TrainerProgress
@@ -161,9 +161,10 @@ def worker(job: Job) -> int:
                      session=job.session)
         except signals.Interrupted as error:
             return error.exit_code
-        except UserError as error:
-            print(f"error: {error.one_line()}", file=sys.stderr)
-            return error.exit_code
+        except (UserError, OSError) as error:
+            fault = error if isinstance(error, UserError) else file_system_fault(error)
+            print(f"error: {fault.one_line()}", file=sys.stderr)
+            return fault.exit_code
     return 0
 
 
