@@ -14,13 +14,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from pooling_lab.pooling import LocalPoolFactory
 from pooling_lab.registry import Registry
 
 BACKBONES = Registry("backbone", context=("in_channels", "local_pool"))
-
-LocalPoolFactory = Callable[[int], nn.Module]
-"""Given a channel count, a module that halves the map: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
-A backbone given one uses it at every downsampling point instead of its own downsampling."""
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

@@ -15,7 +15,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.models.backbones import BACKBONES, LocalPoolFactory, conv_bn_relu
+from pooling_lab.models.backbones import BACKBONES, conv_bn_relu
+from pooling_lab.pooling import LocalPoolFactory
 
 
 class _Group(nn.Module):

@@ -24,10 +24,10 @@ from torch import nn
 from pooling_lab.models.backbones import (
     BACKBONES,
     BasicBlock,
-    LocalPoolFactory,
     residual_stages,
     shortcut,
 )
+from pooling_lab.pooling import LocalPoolFactory
 
 Width = Annotated[int, Field(ge=4, le=256)]
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from pooling_lab.errors import UserError
-from pooling_lab.models.backbones import BACKBONES, LocalPoolFactory
+from pooling_lab.models.backbones import BACKBONES
+from pooling_lab.pooling import LocalPoolFactory
 
 # Families whose map is what the children before ``avgpool`` compute in order, and families
 # whose map is their ``features`` module.  Others (Inception and GoogLeNet with auxiliary heads,

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from pooling_lab.models.backbones import BACKBONES, LocalPoolFactory
+from pooling_lab.models.backbones import BACKBONES
+from pooling_lab.pooling import LocalPoolFactory
 
 
 class SelfAttention(nn.Module):

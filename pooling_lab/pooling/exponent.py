@@ -46,7 +46,9 @@ def fixed_p(pool_spec: Mapping[str, Any]) -> float | None:
     baseline; ``None`` for a learnable p or a pool without one."""
     options = dict(pool_spec)
     name = options.pop("name")
-    pool = GLOBAL_POOLS.build(name, channels=1, **options)
+    # a channel count that every integer option divides, as GeM's groups and attention's heads must
+    channels = math.lcm(1, *(value for value in options.values() if type(value) is int and value > 0))
+    pool = GLOBAL_POOLS.build(name, channels=channels, **options)
     if P not in pool.declared_exponents() or isinstance(pool.stored(P), nn.Parameter):
         return None
     return float(pool.effective(P)[0])

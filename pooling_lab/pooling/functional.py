@@ -1,7 +1,14 @@
 """Pooling ops as plain functions of tensors, computed in float32 (float64 stays float64): the
-global pools (N, C, H, W) -> (N, C), and the map-to-map steps of the GeM variants."""
+global pools (N, C, H, W) -> (N, C), and the map-to-map steps of the GeM variants.
+
+``power_mean`` is the one stable power mean; ``gem``, ``regional_gem`` and the local ``lp`` pool
+are it over the whole map, over sliding windows and over 2x2 regions.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -19,27 +26,38 @@ def max_pool(x: torch.Tensor) -> torch.Tensor:
     return _fp32(x).amax(dim=(2, 3))
 
 
-def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
-    """Generalised mean ``(mean_hw x^p)^(1/p)`` per channel, stable for any p > 0.
+def power_mean(
+    x: torch.Tensor,
+    p: torch.Tensor | float,
+    dims: tuple[int, ...] = (2, 3),
+    window_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """The power mean ``(mean x^p)^(1/p)`` of a post-ReLU map, stable for any p > 0.
 
-    ``p`` is a scalar or a per-channel tensor of shape (C,).  The map is clamped to ``eps`` (the
-    inputs are post-ReLU) and divided by its per-channel maximum ``m`` before the power, so the
-    largest term is exactly 1: nothing overflows for large x or p, and the mean is at least
-    1/(H*W), so the root never sees 0.  ``m`` is detached: GeM is positively homogeneous,
-    ``gem(x) = m * gem(x / m)`` holds for every constant m, so the gradient is unchanged.
+    The mean runs over ``dims`` (kept, with size 1), or over the windows that ``window_mean``
+    averages.  ``p`` is a number or a tensor that broadcasts against ``x``.  The map is clamped to
+    ``eps`` and divided by its maximum m over ``dims`` before the power, so no term exceeds 1 and
+    nothing overflows for large x or p.  m is detached: the power mean is positively homogeneous,
+    ``y(x) = m y(x / m)`` for every constant m, so the gradient is unchanged.  Over ``dims`` the
+    largest term is exactly 1, so the mean is at least 1/n; a window without the maximum can
+    underflow, and is floored at the smallest normal number so that neither the root nor its
+    gradient is infinite.
     """
     x = _fp32(x).clamp_min(eps)
-    scale = x.amax(dim=(2, 3), keepdim=True).detach()
+    peak = x.amax(dim=dims, keepdim=True).detach()
+    powers = (x / peak).pow(p)
+    mean_power = powers.mean(dim=dims, keepdim=True) if window_mean is None else window_mean(powers)
+    return peak * mean_power.clamp_min(torch.finfo(mean_power.dtype).tiny).pow(1.0 / p)
+
+
+def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean ``(mean_hw x^p)^(1/p)`` per channel, (N, C, H, W) -> (N, C): the power
+    mean over the whole map, with ``p`` a number, a 0-dim tensor or one per channel, shape (C,)."""
     if isinstance(p, torch.Tensor):
         p = _fp32(p)
-        if p.dim() == 1:
-            p_map, p_vec = p.view(1, -1, 1, 1), p.view(1, -1)
-        else:
-            p_map = p_vec = p
-    else:
-        p_map = p_vec = p
-    mean_power = (x / scale).pow(p_map).mean(dim=(2, 3))
-    return scale.flatten(1) * mean_power.pow(1.0 / p_vec)
+        p = p.view(-1, 1, 1) if p.dim() == 1 else p
+    return power_mean(x, p, eps=eps).flatten(1)
 
 
 def lse_pool(x: torch.Tensor, r: torch.Tensor | float) -> torch.Tensor:
@@ -57,17 +75,16 @@ def lse_pool(x: torch.Tensor, r: torch.Tensor | float) -> torch.Tensor:
 
 def regional_gem(x: torch.Tensor, p: torch.Tensor | float, kernel_size: int, eps: float = 1e-6) -> torch.Tensor:
     """Lp pooling over each ``kernel_size`` square (stride 1, replicate padding, same size):
-    ``(mean_window x^p)^(1/p)``, the map divided by its per-channel maximum for stability.
+    ``(mean_window x^p)^(1/p)``, the power mean of every window, each scaled by the map's
+    per-channel maximum (windows far below it are floored, see ``power_mean``)."""
+    return power_mean(x, p, window_mean=partial(_sliding_mean, kernel_size=kernel_size), eps=eps)
 
-    A window whose powers all underflow is floored at the smallest normal number rather than 0,
-    so neither the root nor its gradient is infinite.
-    """
-    x = _fp32(x).clamp_min(eps)
-    scale = x.amax(dim=(2, 3), keepdim=True).detach()
+
+def _sliding_mean(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The mean of the ``kernel_size`` square at every pixel, the map replicate-padded to keep
+    its size."""
     pad = (kernel_size - 1) // 2
-    ratio = F.pad(x / scale, (pad, kernel_size - 1 - pad) * 2, mode="replicate")
-    mean_power = F.avg_pool2d(ratio.pow(p), kernel_size, stride=1)
-    return scale * mean_power.clamp_min(torch.finfo(mean_power.dtype).tiny).pow(1.0 / p)
+    return F.avg_pool2d(F.pad(x, (pad, kernel_size - 1 - pad) * 2, mode="replicate"), kernel_size, stride=1)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""GeM as one autograd function with a closed-form backward (README.md, Numerics).
+"""GeM as one autograd function with a closed-form backward (README.md, Numerics): the same
+power mean as ``functional.gem`` (``functional.power_mean`` over the whole map: clamp to eps,
+divide by the detached per-channel maximum, power, mean, root, rescale), fused.
 
 With r = x / m (m the per-channel maximum of the clamped map), u = r^p, T = sum u and
 g = (T / |X|)^(1/p), the pool is f = m g, and the closed forms
@@ -33,6 +35,8 @@ def _per_channel(p: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 class FusedGeM(torch.autograd.Function):
+    """``functional.gem(x, p, eps)`` with the closed-form backward of the module docstring."""
+
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]

@@ -15,8 +15,8 @@ parameters (traced, in the optimiser's pooling group); the learned filters of ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +24,14 @@ from pydantic import Field
 from torch import nn
 
 from pooling_lab.pooling.base import FixedPool, MixedMaxAvg, Pool
+from pooling_lab.pooling.functional import power_mean
 from pooling_lab.registry import Registry
 
-if TYPE_CHECKING:
-    from pooling_lab.models.backbones import LocalPoolFactory
-
 LOCAL_POOLS = Registry("local_pool", context=("channels",))
+
+LocalPoolFactory = Callable[[int], nn.Module]
+"""Given a channel count, a module that halves the map: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)).
+A backbone given one uses it at every downsampling point instead of its own downsampling."""
 
 
 def halved(size: int) -> int:
@@ -47,24 +49,26 @@ def avg_pool2(x: torch.Tensor) -> torch.Tensor:
 
 
 def lp_pool2(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
-    """Power mean over each region, y = ((1/|R|) sum_R x^p)^(1/p), stable for any p > 0.
+    """Power mean over each region, y = ((1/|R|) sum_R x^p)^(1/p), stable for any p > 0:
+    ``functional.power_mean`` over the four pixels of each region, stacked on a new axis, so
+    every region is divided by its own maximum.  An odd edge is padded with a copy of the last
+    row / column, which counts each pixel of a one-wide region twice and so keeps its mean."""
+    corners = blocks(x, "replicate").permute(0, 1, 3, 5, 2, 4).flatten(2, 3)  # (N, C, 4, H', W')
+    return power_mean(corners, p, dims=(2,), eps=eps).squeeze(2)
 
-    The map is clamped to ``eps`` and divided by its region maximum m (detached; the power mean
-    is positively homogeneous, so y = m * y(x / m) and the gradient is unchanged): the largest
-    term is exactly 1, nothing overflows and the root never sees 0.
-    """
-    x = x.clamp_min(eps)
-    peak = max_pool2(x).detach()
-    scale = peak.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., : x.shape[2], : x.shape[3]]
-    return peak * avg_pool2((x / scale).pow(p)).pow(1.0 / p)
+
+def blocks(x: torch.Tensor, pad: str = "constant") -> torch.Tensor:
+    """The 2x2 regions as axes 3 and 5: (N, C, H, W) -> (N, C, H', 2, W', 2); an odd edge is
+    padded with zeros (``constant``) or with a copy of the last row / column (``replicate``)."""
+    n, c, h, w = x.shape
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2), mode=pad)
+    return x.view(n, c, halved(h), 2, halved(w), 2)
 
 
 def regions(x: torch.Tensor) -> torch.Tensor:
     """The 2x2 regions as a last axis: (N, C, H, W) -> (N, C, H', W', 4), zero-padded at odd edges."""
-    n, c, h, w = x.shape
-    x = F.pad(x, (0, w % 2, 0, h % 2))
-    x = x.reshape(n, c, halved(h), 2, halved(w), 2)
-    return x.permute(0, 1, 2, 4, 3, 5).reshape(n, c, halved(h), halved(w), 4)
+    return blocks(x).permute(0, 1, 2, 4, 3, 5).flatten(4)
 
 
 def rounded(values: torch.Tensor) -> list:
@@ -72,7 +76,7 @@ def rounded(values: torch.Tensor) -> list:
 
 
 @LOCAL_POOLS.register("max")
-class MaxPool(FixedPool):
+class LocalMaxPool(FixedPool):
     """Max pooling, y = max_R x over 2x2 regions.
 
     Boureau, Ponce & LeCun, ICML 2010, "A Theoretical Analysis of Feature Pooling in Visual
@@ -83,7 +87,7 @@ class MaxPool(FixedPool):
 
 
 @LOCAL_POOLS.register("avg")
-class AvgPool(FixedPool):
+class LocalAvgPool(FixedPool):
     """Average pooling, y = (1/|R|) sum_R x over 2x2 regions.
 
     Boureau, Ponce & LeCun, ICML 2010, "A Theoretical Analysis of Feature Pooling in Visual
@@ -94,7 +98,7 @@ class AvgPool(FixedPool):
 
 
 @LOCAL_POOLS.register("lp")
-class LpPool(Pool):
+class LocalLpPool(Pool):
     """Lp (GeM) pooling over 2x2 regions, y = ((1/|R|) sum_R x^p)^(1/p), one p per layer.
 
     p = 1 is average pooling, p -> inf max pooling (Sermanet et al., ICPR 2012, "Convolutional
@@ -121,7 +125,7 @@ class LpPool(Pool):
 
 
 @LOCAL_POOLS.register("mixed")
-class MixedPool(MixedMaxAvg):
+class LocalMixedPool(MixedMaxAvg):
     """Mixed max-average pooling, y = alpha max_R x + (1 - alpha) mean_R x over 2x2 regions,
     one alpha per layer (Lee, Gallagher & Tu, AISTATS 2016)."""
 
@@ -129,7 +133,7 @@ class MixedPool(MixedMaxAvg):
 
 
 @LOCAL_POOLS.register("gated")
-class GatedPool(Pool):
+class LocalGatedPool(Pool):
     """Gated max-average pooling, y = s max_R x + (1 - s) mean_R x with s = sigmoid(w . x_R).
 
     Lee, Gallagher & Tu, AISTATS 2016 ("Mixed, Gated, and Tree"): the mix responds to each
@@ -155,7 +159,7 @@ class GatedPool(Pool):
 
 
 @LOCAL_POOLS.register("tree")
-class TreePool(Pool):
+class LocalTreePool(Pool):
     """Tree pooling: learned pooling filters at the leaves of a binary tree, merged by gates.
 
     Lee, Gallagher & Tu, AISTATS 2016 ("Mixed, Gated, and Tree").  A leaf m is a 2x2 filter,
@@ -194,7 +198,7 @@ class TreePool(Pool):
 
 
 @LOCAL_POOLS.register("stochastic")
-class StochasticPool(Pool):
+class LocalStochasticPool(Pool):
     """Stochastic pooling (Zeiler & Fergus, ICLR 2013) over 2x2 regions.
 
     With probabilities p_i = x_i / sum_R x, training outputs x_i for one i drawn from p (the
@@ -218,7 +222,7 @@ class StochasticPool(Pool):
 
 
 @LOCAL_POOLS.register("fractional_max")
-class FractionalMaxPool(Pool):
+class LocalFractionalMaxPool(Pool):
     """Fractional max pooling (Graham, 2014, "Fractional Max-Pooling") with output ratio 1/2.
 
     y_ij = max of x over the window starting at (a_i, b_j), a_i = floor((i + u) alpha) -
@@ -241,7 +245,7 @@ class FractionalMaxPool(Pool):
 
 
 @LOCAL_POOLS.register("conv")
-class ConvPool(Pool):
+class LocalConvPool(Pool):
     """Learned downsampling by a strided convolution, y = W * x + b (3x3, stride 2, padding 1).
 
     Springenberg et al., ICLR 2015 workshop, "Striving for Simplicity: The All Convolutional

@@ -12,31 +12,18 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from pooling_lab.pooling.base import Pool
-from pooling_lab.pooling.local_pools import LOCAL_POOLS, local_pool_factory
+from pooling_lab.pooling import GLOBAL_POOLS, LOCAL_POOLS, Pool, local_pool_factory
+
+from .helpers import assign, positive_map, seeded
 
 C = 3
 NAMES = LOCAL_POOLS.names()
 RANDOM_IN_TRAINING = ("stochastic", "fractional_max")
 
 
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def positive_map(n: int, c: int, h: int, w: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
-    """Strictly positive activations in [0.05, 2.05), well above eps."""
-    return (torch.rand(n, c, h, w, generator=seeded(seed), dtype=torch.float64) * 2 + 0.05).to(dtype)
-
-
 def build(name: str, **options) -> Pool:
     torch.manual_seed(0)
     return LOCAL_POOLS.build(name, channels=C, **options)
-
-
-def set_parameter(parameter: nn.Parameter, values) -> None:
-    with torch.no_grad():
-        parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
 
 
 def region_reference(x: torch.Tensor, reduce) -> np.ndarray:
@@ -108,21 +95,15 @@ def test_gradient_reaches_input_and_every_parameter(name, h, w):
         assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, param_name
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_eval_is_deterministic(name):
-    pool = build(name).eval()
+@pytest.mark.parametrize("name", RANDOM_IN_TRAINING)
+def test_random_regions_in_training_fixed_ones_in_eval(name):
+    pool = build(name)
     x = positive_map(2, C, 14, 14)
+    assert not torch.equal(pool.train()(x), pool(x))
     torch.manual_seed(1)
-    first = pool(x)
+    first = pool.eval()(x)
     torch.manual_seed(2)
     assert torch.equal(first, pool(x))
-
-
-@pytest.mark.parametrize("name", RANDOM_IN_TRAINING)
-def test_training_draws_random_regions(name):
-    pool = build(name).train()
-    x = positive_map(2, C, 14, 14)
-    assert not torch.equal(pool(x), pool(x))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -188,6 +169,15 @@ def test_lp_bounds_and_large_p_approaches_max(p):
         torch.testing.assert_close(out, peak, rtol=1e-2, atol=0)
 
 
+def test_lp_regions_far_below_the_map_peak_are_exact():
+    """Each region is divided by its own maximum: at p = 64 a region of ones beside a pixel of
+    1000 is exactly 1 (a peak shared by the map would make its powers underflow in float32)."""
+    x = torch.ones(1, 1, 4, 4)
+    x[0, 0, 0, 0] = 1000.0
+    expected = torch.tensor([[[[1000.0 / 4 ** (1 / 64), 1.0], [1.0, 1.0]]]])
+    torch.testing.assert_close(build("lp", p=64.0)(x), expected, rtol=1e-6, atol=0)
+
+
 def test_lp_gradient_of_p_matches_the_closed_form():
     """df/dp = (f/p) (sum x^p ln x / sum x^p - ln f) on each region, summed over regions."""
     p = 2.5
@@ -236,7 +226,7 @@ def test_gated_mixes_max_and_avg_by_a_region_gate():
     x = positive_map(2, C, 5, 4, dtype=torch.float64)
     gate = [0.5, -1.0, 0.25, 2.0]
     pool = build("gated").double()
-    set_parameter(pool.gate, gate)
+    assign(pool.gate, gate)
 
     def gated(r):
         s = sigmoid(float(np.dot(gate, padded(r))))
@@ -253,8 +243,8 @@ def test_tree_combines_leaf_filters_with_gates(depth):
     pool = build("tree", depth=depth).double()
     leaves = np.random.default_rng(0).normal(size=tuple(pool.leaves.shape))
     gates = np.random.default_rng(1).normal(size=tuple(pool.gates.shape))
-    set_parameter(pool.leaves, leaves)
-    set_parameter(pool.gates, gates)
+    assign(pool.leaves, leaves)
+    assign(pool.gates, gates)
     assert len(leaves) == 2 ** (depth - 1) and len(gates) == len(leaves) - 1
 
     def node(v, level, index):
@@ -311,7 +301,7 @@ def test_conv_is_a_strided_3x3_convolution():
     assert pool.traced() == {} and "weight_norm=" in repr(pool)
 
 
-# --- the factory the config uses -------------------------------------------------------------
+# --- the factory the config uses, and the names ---------------------------------------------
 
 
 def test_local_pool_factory_validates_early_and_builds_per_channels():
@@ -323,3 +313,11 @@ def test_local_pool_factory_validates_early_and_builds_per_channels():
     with pytest.raises(KeyError, match="unknown local_pool"):
         local_pool_factory({"name": "nope"})
     assert local_pool_factory({"name": "conv"})(4).conv.in_channels == 4
+
+
+def test_local_and_global_pool_classes_have_distinct_names():
+    """A class name says which kind of pool it is; the registry keys (YAML names) may coincide."""
+    local = {LOCAL_POOLS.get(name).factory.__name__ for name in NAMES}
+    global_ = {GLOBAL_POOLS.get(name).factory.__name__ for name in GLOBAL_POOLS.names()}
+    assert len(local) == len(NAMES) and not local & global_
+    assert {"max", "avg", "mixed", "gated"} <= set(NAMES) & set(GLOBAL_POOLS.names())
