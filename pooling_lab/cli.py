@@ -14,7 +14,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from pooling_lab import __version__
-from pooling_lab.errors import UserError
+from pooling_lab.errors import UserError, file_system_fault
 
 
 class _FlagsTakeNoValue:
@@ -88,7 +88,7 @@ def user_errors(debug: bool) -> Iterator[None]:
         try:
             yield
         except OSError as error:
-            raise UserError(error.strerror or str(error), source=error.filename and str(error.filename)) from error
+            raise file_system_fault(error) from error
     except UserError as error:
         if debug:
             raise
@@ -206,7 +206,7 @@ def plot(
     """Draw p over training, final p with p_opt against the swept key, probe curves, per-channel
     p histograms, metrics against p, accuracy, and the fixed-p curve (PNG and PDF)."""
     from pooling_lab import results
-    from pooling_lab.plots import plot_results
+    from pooling_lab.analysis.plots import plot_results
 
     with user_errors(debug):
         loaded = results.load(results_dir)
@@ -227,7 +227,7 @@ def figures(
     debug: Debug = False,
 ) -> None:
     """Draw the paper figures of a YAML spec as vector PDF and 300-dpi PNG, in one style."""
-    from pooling_lab.figures import make_figures
+    from pooling_lab.analysis.figures import make_figures
 
     with user_errors(debug):
         written = make_figures(spec, out)
@@ -272,7 +272,7 @@ def stats(
     Spearman correlation of the swept value with |drift| (drift.csv, drift.md); for runs of a
     fixed GeM p, the train-time optimum curve (fixed_p.csv, fixed_p.md)."""
     from pooling_lab import results
-    from pooling_lab.stats import write_reports
+    from pooling_lab.analysis.stats import write_reports
 
     with user_errors(debug):
         loaded = results.load(results_dir)
@@ -293,8 +293,7 @@ def list_pools() -> None:
     """Global and local pools: name, kind, learnable parameters and defaults."""
     from rich.table import Table
 
-    from pooling_lab.pooling import GLOBAL_POOLS
-    from pooling_lab.pooling.local_pools import LOCAL_POOLS
+    from pooling_lab.pooling import GLOBAL_POOLS, LOCAL_POOLS
     from pooling_lab.registry import describe_defaults
 
     table = Table(title="pools (model.pool: global; model.local_pool: local)")

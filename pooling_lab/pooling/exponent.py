@@ -43,15 +43,16 @@ def global_p(pool: nn.Module) -> float:
 
 def fixed_p(pool_spec: Mapping[str, Any]) -> float | None:
     """The p of a configured global pool (``model.pool``) that holds GeM's p fixed: a fixed-p
-    baseline; ``None`` for a learnable p or a pool without one."""
-    options = dict(pool_spec)
-    name = options.pop("name")
+    baseline; ``None`` for a learnable p or a pool without one.  The spec is validated first, so
+    an option read back as a whole float (``groups: 4.0``) counts as the integer it stands for."""
+    name = pool_spec["name"]
+    options = GLOBAL_POOLS.get(name).spec_model(**pool_spec).model_dump(exclude={"name"})
     # a channel count that every integer option divides, as GeM's groups and attention's heads must
     channels = math.lcm(1, *(value for value in options.values() if type(value) is int and value > 0))
     pool = GLOBAL_POOLS.build(name, channels=channels, **options)
     if P not in pool.declared_exponents() or isinstance(pool.stored(P), nn.Parameter):
         return None
-    return float(pool.effective(P)[0])
+    return float(options[P])
 
 
 def fixed_gem(p: float, eps: float = 1e-6) -> Pool:

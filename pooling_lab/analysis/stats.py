@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pooling_lab import atomic, results
+from pooling_lab.analysis.groups import DONE, FIXED_P, curve_keys, fixed_p_runs
 from pooling_lab.errors import UserError
 from pooling_lab.evaluate import best_p
 from pooling_lab.experiment.labels import format_value
@@ -124,31 +125,19 @@ def drift_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-FIXED_P = "model.pool.p"
-
-
-def fixed_p_runs(loaded: results.Results) -> pd.DataFrame:
-    """The finished runs trained with a fixed (not learnable) GeM p, with that p in ``p``."""
-    configs = loaded.configs
-    needed = {"run_id", "model.pool.name", "model.pool.learnable", FIXED_P}
-    if configs.empty or not needed <= set(configs.columns):
-        return pd.DataFrame()
-    fixed = configs[(configs["model.pool.name"] == "gem") & (configs["model.pool.learnable"] == False)]  # noqa: E712
-    runs = loaded.runs[loaded.runs["status"] == "done"]
-    return runs.merge(fixed[["run_id", FIXED_P]].rename(columns={FIXED_P: "p"}), on="run_id")
-
-
 def fixed_p_curve(loaded: results.Results) -> pd.DataFrame:
     """The train-time optimum curve of a fixed-p sweep: per fixed p (and per value of the other
     swept keys), mean [95% CI] over seeds of test mAP and test accuracy, and ``best``: whether
-    that p has the highest mean test mAP (accuracy without mAP) of its group."""
-    runs = fixed_p_runs(loaded)
+    that p has the highest mean test mAP (accuracy without mAP) of its group.  Only finished
+    fixed-p baseline runs (``groups.fixed_p_runs``, as the fixed-p figure) are counted."""
+    runs = fixed_p_runs(loaded.runs, loaded.configs)
+    runs = runs[runs["status"] == DONE]
     if runs.empty:
         return runs
-    others = [key for key in loaded.swept if key != FIXED_P]
+    others = curve_keys(loaded.swept)
     rows = []
-    for values, group in runs.groupby([*others, "p"], sort=True):
-        row = dict(zip([*others, "p"], values if isinstance(values, tuple) else (values,), strict=True))
+    for values, group in runs.groupby([*others, FIXED_P], sort=True):
+        row = dict(zip([*others, FIXED_P], values if isinstance(values, tuple) else (values,), strict=True))
         row["seeds"] = len(group)
         for column in ("test_map", "test_accuracy"):
             if column in group:
@@ -190,7 +179,7 @@ def write_reports(loaded: results.Results, key: str | None = None) -> list[Path]
     if not curve.empty:
         csv_path, md_path = loaded.path / "fixed_p.csv", loaded.path / "fixed_p.md"
         results.write_csv(csv_path, curve)
-        atomic.write_text(md_path, fixed_p_markdown(curve, [k for k in loaded.swept if k != FIXED_P]))
+        atomic.write_text(md_path, fixed_p_markdown(curve, curve_keys(loaded.swept)))
         written += [csv_path, md_path]
     if not written:
         raise UserError(
@@ -229,7 +218,7 @@ def fixed_p_markdown(curve: pd.DataFrame, others: list[str]) -> str:
         *markdown_header([*others, "p", "seeds", *[label for _, label in metrics]]),
     ]
     for _, row in curve.iterrows():
-        cells = [format_value(row[k]) for k in others] + [f"{row['p']:g}{' *' if row['best'] else ''}", str(int(row["seeds"]))]
+        cells = [format_value(row[k]) for k in others] + [f"{row[FIXED_P]:g}{' *' if row['best'] else ''}", str(int(row["seeds"]))]
         cells += [_cell(curve, row, c) for c, _ in metrics]
         lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Tests for pooling_lab.figures: paper figures from a YAML spec and hand-made results
+"""Tests for pooling_lab.analysis.figures: paper figures from a YAML spec and hand-made results
 directories (written in the format of pooling_lab.results, read back by results.load)."""
 
 from __future__ import annotations
@@ -10,7 +10,17 @@ import pandas as pd
 import pytest
 import yaml
 from matplotlib.colors import to_hex
-from test_plots import (
+
+from pooling_lab import results
+from pooling_lab.analysis import figures
+from pooling_lab.analysis.groups import run_groups
+from pooling_lab.analysis.layout import Layout
+from pooling_lab.analysis.plots.probe import probe_curves_figure
+from pooling_lab.analysis.plots.summary import p_drift_figure
+from pooling_lab.analysis.plots.trajectory import accuracy_figure, p_trajectory_figure
+from pooling_lab.errors import UserError
+
+from .frames import (
     SEEDS,
     final_accuracy,
     final_map,
@@ -24,10 +34,7 @@ from test_plots import (
     run_id,
 )
 
-from pooling_lab import figures, plots, results
-from pooling_lab.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DPI = 300
 
 
@@ -142,7 +149,7 @@ def test_out_dir_argument_overrides_the_spec_output(sweep_dir: Path, tmp_path: P
 
 def test_a_figure_draws_the_numbers_of_its_results_directory(sweep_dir: Path):
     data = figures.sweep_data([results.load(sweep_dir)])
-    fig = plots.p_drift_figure(data, plots.Layout(size_in=(3.3, 2.4)))
+    fig = p_drift_figure(data, Layout(size_in=(3.3, 2.4)))
     (ax,) = fig.axes
     learned, best = (container.lines[0] for container in ax.containers)
     margins = (0.0, 0.3, 0.5)
@@ -167,10 +174,10 @@ def line_colour(fig, name: str) -> str:
 def test_margin_0_3_has_one_colour_across_figures_and_results_directories(tmp_path: Path):
     low = write_results(tmp_path / "low", (0.0, 0.3))
     high = write_results(tmp_path / "high", (0.3, 0.5))
-    layout = plots.Layout(names={"head.margin": "m"})
-    probe = plots.probe_curves_figure(figures.sweep_data([results.load(low)]), layout)
-    trajectory = plots.p_trajectory_figure(figures.sweep_data([results.load(high)]), layout)
-    both = plots.accuracy_figure(
+    layout = Layout(names={"head.margin": "m"})
+    probe = probe_curves_figure(figures.sweep_data([results.load(low)]), layout)
+    trajectory = p_trajectory_figure(figures.sweep_data([results.load(high)]), layout)
+    both = accuracy_figure(
         figures.sweep_data([results.load(low), results.load(high)]), layout
     )
     colours = {line_colour(fig, "m=0.3") for fig in (probe, trajectory, both)}
@@ -186,7 +193,7 @@ def test_several_results_directories_are_one_sweep_with_separate_runs(tmp_path: 
     assert len(data.runs) == len(low.runs) + len(high.runs)
     assert data.runs["run_id"].is_unique  # m0.3 runs exist in both directories
     assert set(data.probe["run_id"]) == set(data.runs["run_id"])
-    groups = plots.run_groups(data.runs, data.swept)
+    groups = run_groups(data.runs, data.swept)
     assert (groups["config"] == "head.margin=0.3").sum() == 2 * len(SEEDS)
 
 
@@ -284,8 +291,8 @@ def test_a_figure_without_a_legend_place_gets_its_legend_below_leaving_the_width
     spec = write_spec(tmp_path / "spec.yaml", [{"name": "f", "results": str(sweep_dir), "plot": "p_drift"}])
     (figure,) = figures.load_spec(spec).figures
     assert figure.legend == "below"
-    layout = plots.Layout(size_in=(3.3, 2.6), legend=figure.legend)
-    fig = plots.p_drift_figure(figures.sweep_data([results.load(sweep_dir)]), layout)
+    layout = Layout(size_in=(3.3, 2.6), legend=figure.legend)
+    fig = p_drift_figure(figures.sweep_data([results.load(sweep_dir)]), layout)
     fig.draw_without_rendering()
     (ax,) = fig.axes
     assert fig.legends[0].get_window_extent().y1 < ax.get_window_extent().y0

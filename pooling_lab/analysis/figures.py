@@ -8,7 +8,7 @@ names: {head.margin: m}       # optional display names of swept keys in legends 
 figures:
   - name: p_drift_fmnist      # -> <output>/p_drift_fmnist.pdf and .png
     results: ../results/reference/p_drift_fmnist   # one directory or a list of them
-    plot: p_drift             # a key of pooling_lab.plots.PLOTS
+    plot: p_drift             # a key of pooling_lab.analysis.plots.PLOTS
     width: one_column         # one_column | two_column | inches
     height_in: 2.4
     xlabel: "ArcFace margin m (rad)"   # optional: replace the default axis labels / title
@@ -34,11 +34,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pooling_lab import results
+from pooling_lab.analysis.groups import SweepData
+from pooling_lab.analysis.layout import LEGEND_PLACES, Layout, save_figure
+from pooling_lab.analysis.plots import PLOTS
+from pooling_lab.analysis.style import COLOUR_RANGES, Style
 from pooling_lab.errors import UserError
 from pooling_lab.experiment.errors import yaml_line
 from pooling_lab.experiment.yaml_file import read_yaml
-from pooling_lab.plots import LEGEND_PLACES, PLOTS, Layout, SweepData, save_figure
-from pooling_lab.style import COLOUR_RANGES, Style
 
 Positive = Annotated[float, Field(gt=0)]
 FRAMES = ("runs", "metrics", "params", "probe", "final_params", "configs")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pooling_lab import stats
+from pooling_lab.analysis import stats
 
 
 def test_perfectly_monotone_gives_rho_one() -> None:

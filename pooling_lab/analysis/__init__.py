@@ -1,0 +1,4 @@
+"""The analysis of finished sweeps: runs grouped into configurations (``groups``, where the one
+definition of a fixed-p baseline run lives), drift statistics and the fixed-p table (``stats``),
+one module per figure family (``plots``), their layout and style, and the paper figures drawn
+from a YAML spec (``figures``)."""
