@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pooling_lab.cli import app
+from pooling_lab.experiment import load_plan
 
 # 360 train images (40 held out) in batches of 16: 22 steps an epoch, 66 in all
 TINY: dict[str, Any] = {
@@ -98,3 +100,12 @@ def run_dirs(root: Path) -> list[Path]:
 def frames(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """params.csv, and metrics.csv without its wall-clock column."""
     return pd.read_csv(run_dir / "params.csv"), pd.read_csv(run_dir / "metrics.csv").drop(columns="time_s")
+
+
+def status_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "status.json").read_text())
+
+
+def run_dir_of(out: Path, path: Path, index: int) -> Path:
+    """The folder of run ``index`` of the experiment file ``path`` under the results root ``out``."""
+    return out / "tiny" / load_plan(path).runs[index].dir_name

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_sweeps import experiment, run_cli, start
+from tiny_sweeps import experiment, run_cli, start, status_of
 
 from pooling_lab.experiment import load_plan
 from pooling_lab.run import claims
@@ -20,12 +20,6 @@ from pooling_lab.run import claims
 SHORT = {"epochs": 1}
 
 
-def status_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
-
-
-def run_dir_of(out: Path, path: Path, index: int) -> Path:
-    return out / "tiny" / load_plan(path).runs[index].dir_name
 
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_sweeps import experiment, keeping_threads, run_cli, run_dirs
+from tiny_sweeps import experiment, keeping_threads, run_cli, run_dir_of, run_dirs, status_of
 
 from pooling_lab.experiment import load_plan
 from pooling_lab.run.sweep import prepare, run_plan
@@ -17,12 +17,6 @@ from pooling_lab.train.loop import Trainer
 SHORT = {"epochs": 1}
 
 
-def status_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
-
-
-def run_dir_of(out: Path, path: Path, index: int) -> Path:
-    return out / "tiny" / load_plan(path).runs[index].dir_name
 
 
 

@@ -3,14 +3,13 @@ out exactly the non-finite updates; the watch names the first non-finite step.""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from tiny_sweeps import experiment, keeping_threads, run_cli
+from tiny_sweeps import experiment, keeping_threads, run_cli, run_dir_of, status_of
 
 from pooling_lab.experiment import load_plan
 from pooling_lab.results import RunFiles
@@ -21,12 +20,6 @@ from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 SHORT = {"epochs": 1}
 
 
-def status_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
-
-
-def run_dir_of(out: Path, path: Path, index: int) -> Path:
-    return out / "tiny" / load_plan(path).runs[index].dir_name
 
 
 
