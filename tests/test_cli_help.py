@@ -14,7 +14,7 @@ import pooling_lab
 from pooling_lab.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = [[], ["run"], ["validate"], ["status"], ["plot"], ["stats"], ["probe"], ["figures"],
+COMMANDS = [[], ["run"], ["validate"], ["status"], ["plot"], ["stats"], ["probe"], ["evaluate"], ["figures"],
             ["list"], ["list", "pools"], ["list", "heads"], ["list", "backbones"]]
 
 

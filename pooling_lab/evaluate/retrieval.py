@@ -40,26 +40,40 @@ def _ranked_relevance(embeddings: torch.Tensor, labels: torch.Tensor) -> Iterato
         yield relevant, relevant.sum(dim=1)
 
 
+def _per_query(relevant: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Every metric of each query of a chunk, from its ranked relevance and its number R of
+    relevant items (a query with R = 0 gets 0s, to be left out by the caller)."""
+    ranks = torch.arange(1, relevant.shape[1] + 1, device=relevant.device, dtype=torch.float64)
+    hit_precision = relevant.double().cumsum(dim=1) / ranks * relevant  # P(i) rel(i)
+    count = positives.clamp_min(1)
+    average_precision = hit_precision.sum(dim=1) / count
+    first_r = ranks <= positives[:, None]
+    hit_precision.masked_fill_(~first_r, 0)
+    return {
+        "map": average_precision,
+        "map@r": hit_precision.sum(dim=1) / count,
+        "r_precision": (relevant & first_r).sum(dim=1).double() / count,
+        **{f"recall@{k}": relevant[:, :k].any(dim=1).double() for k in ks},
+    }
+
+
 def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = ()) -> dict[str, float]:
-    """``map`` (mean average precision over the full ranking) and ``recall@K`` for each K, from
-    one ranking of every query (rules in the module docstring)."""
+    """From one ranking of every query (rules in the module docstring): ``map`` (mean average
+    precision over the full ranking), ``recall@K`` for each K, and, with R a query's number of
+    relevant items, ``r_precision`` (the relevant fraction of its first R) and ``map@r``
+    (1/R sum over i <= R of P(i) rel(i); Musgrave, Belongie and Lim, "A Metric Learning Reality
+    Check", ECCV 2020)."""
     device = embeddings.device
-    ap_total = torch.zeros((), dtype=torch.float64, device=device)
-    hits = {k: torch.zeros((), dtype=torch.long, device=device) for k in ks}
+    totals: dict[str, torch.Tensor] = {}
     queries = torch.zeros((), dtype=torch.long, device=device)
     for relevant, positives in _ranked_relevance(embeddings, labels):
-        ranks = torch.arange(1, relevant.shape[1] + 1, device=device, dtype=torch.float64)
-        precision = relevant.double().cumsum(dim=1) / ranks
-        average_precision = (precision * relevant).sum(dim=1) / positives.clamp_min(1)
         answerable = positives > 0
-        ap_total += average_precision[answerable].sum()
         queries += answerable.sum()
-        for k in ks:
-            hits[k] += (relevant[:, :k].any(dim=1) & answerable).sum()
+        for name, values in _per_query(relevant, positives, ks).items():
+            totals[name] = totals.get(name, 0) + values[answerable].sum()
     count = queries.item()
-    if not count:
-        return {"map": float("nan"), **{f"recall@{k}": float("nan") for k in ks}}
-    return {"map": ap_total.item() / count, **{f"recall@{k}": hits[k].item() / count for k in ks}}
+    names = ["map", "map@r", "r_precision", *(f"recall@{k}" for k in ks)]
+    return {name: totals[name].item() / count if count else float("nan") for name in names}
 
 
 def retrieval_map(embeddings: torch.Tensor, labels: torch.Tensor) -> float:

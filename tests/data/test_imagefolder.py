@@ -195,9 +195,9 @@ def decodes(monkeypatch) -> list[Path]:
     seen: list[Path] = []
     real = image_cache.decode_image
 
-    def counting(path: Path, size: int) -> np.ndarray:
+    def counting(path: Path, size: int, box: image_cache.Box | None = None) -> np.ndarray:
         seen.append(path)
-        return real(path, size)
+        return real(path, size, box)
 
     monkeypatch.setattr(image_cache, "decode_image", counting)
     return seen
