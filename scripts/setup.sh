@@ -5,7 +5,8 @@
 #    environment on PATH, so `pooling-lab` and `python3` are the ones installed here.
 #  - torch: the CPU build pinned below when torch is missing (a bare "torch" requirement would
 #    pull several GB of CUDA packages on a CPU-only machine); an installed torch is kept.
-#  - the package itself, editable, with the dev extra (pytest, hypothesis, ruff, pillow).
+#  - the package itself, editable, with the dev extra (pytest, hypothesis, ruff, pillow and the
+#    metric extra, pytorch-metric-learning).
 #  - Fashion-MNIST from Debian's dataset-fashion-mnist when apt-get is usable (real data for the
 #    integration tests and the p-drift study; the tests that need it skip without it).
 set -euo pipefail

@@ -3,7 +3,9 @@
 Nothing in an epoch reads a tensor value back on the host, so iterating never waits for the
 device. Randomness (shuffle, crops, flips) comes from ``generator``, which must be on the same
 device as the data: the caller creates ``torch.Generator(device=device)`` and seeds it, and a
-checkpoint can save and restore ``generator.get_state()`` to replay the same batches.
+checkpoint can save and restore ``generator.get_state()`` to replay the same batches.  With
+``m_per_class`` every batch holds that many images of each of batch_size / m_per_class classes
+(see m_per_class.py), whatever ``shuffle`` and ``drop_last`` say.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from pooling_lab.data.augment import crop_and_flip, random_resized_crop
+from pooling_lab.data.m_per_class import MPerClassOrder
 from pooling_lab.data.spec import AugmentConfig
 from pooling_lab.data.splits import Split
 
@@ -31,6 +34,7 @@ class BatchLoader:
         augment: AugmentConfig | None = None,
         generator: torch.Generator | None = None,
         channels_last: bool = False,
+        m_per_class: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -44,6 +48,7 @@ class BatchLoader:
         self.flip = augment.flip if augment else False
         self.resized_crop = augment.random_resized_crop if augment else None
         self.generator = generator
+        self.m_per_class = None if m_per_class is None else MPerClassOrder(self.labels, batch_size, m_per_class)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # x = (pixel / 255 - mean) / std, folded into one multiply and one subtract
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -52,12 +57,16 @@ class BatchLoader:
         self.shift = mean_t / std_t
 
     def __len__(self) -> int:
+        if self.m_per_class is not None:
+            return self.m_per_class.batches
         full, rest = divmod(len(self.labels), self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        if self.shuffle:
+        if self.m_per_class is not None:
+            order = self.m_per_class(self.generator)
+        elif self.shuffle:
             order = torch.randperm(n, generator=self.generator, device=self.device)
         else:
             order = torch.arange(n, device=self.device)

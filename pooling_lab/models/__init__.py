@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from pooling_lab.models import pair_heads  # noqa: F401  (registers the pair-loss heads)
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.models.classifier import Classifier, Embedding
 from pooling_lab.models.fast_cifar import FastCifar
@@ -33,7 +34,7 @@ def build_model(config: ExperimentConfig, in_channels: int, num_classes: int) ->
     width = pool.out_features(backbone.out_channels)
     embedding: nn.Module = nn.Identity()
     if config.model.embedding_dim is not None:
-        embedding = Embedding(width, config.model.embedding_dim, config.model.embedding_norm)
+        embedding = Embedding(width, config.model.embedding_dim, config.model.embedding_norm, config.model.normalize_pooled)
         width = config.model.embedding_dim
     head_spec = config.head.model_dump()
     head = build_head(head_spec.pop("name"), width, num_classes, **head_spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pooling_lab.models.heads import Head
@@ -10,15 +11,27 @@ from pooling_lab.pooling import Pool
 
 
 class Embedding(nn.Module):
-    """Linear projection of the pooled descriptor, optionally batch-normalised."""
+    """Linear projection of the pooled descriptor, optionally batch-normalised (else with a bias).
 
-    def __init__(self, in_features: int, dim: int, batch_norm: bool):
+    With ``normalize_input`` the descriptor is L2-normalised first: without batch norm that is
+    the learned whitening of the GeM paper (Radenovic et al., TPAMI 2018: pool, L2, a linear
+    layer with bias, L2), whose last L2 normalisation the cosine and pair-loss heads and the
+    retrieval metrics apply.
+    """
+
+    def __init__(self, in_features: int, dim: int, batch_norm: bool, normalize_input: bool = False):
         super().__init__()
+        self.normalize_input = normalize_input
         self.linear = nn.Linear(in_features, dim, bias=not batch_norm)
         self.norm: nn.Module = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize_input:
+            x = F.normalize(x, dim=1)
         return self.norm(self.linear(x))
+
+    def extra_repr(self) -> str:
+        return f"normalize_input={self.normalize_input}"
 
 
 class Classifier(nn.Module):
