@@ -203,8 +203,9 @@ def plot(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the figures [default: RESULTS_DIR/plots].")] = None,
     debug: Debug = False,
 ) -> None:
-    """Draw p over training, final p with p_opt against the swept key, probe curves, per-channel
-    p histograms, metrics against p, accuracy, and the fixed-p curve (PNG and PDF)."""
+    """Draw p over training, final p with p_opt and the plateau against the swept key, the mAP
+    regret, probe curves, per-channel p histograms, metrics against p, accuracy, and the fixed-p
+    curve (PNG and PDF)."""
     from pooling_lab import results
     from pooling_lab.analysis.plots import plot_results
 
@@ -244,8 +245,9 @@ def probe(
                                           "runs.csv) instead of writing probe_<grid>.csv beside them.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Evaluate a trained run with its GeM p replaced by each value; write probe_<grid>.csv
-    beside the recorded probe.csv (or, with --replace, rewrite probe.csv and p_opt)."""
+    """Evaluate a trained run with its GeM p replaced by each value, by inf (max pooling) and by
+    its learned p; write probe_<grid>.csv beside the recorded probe.csv (or, with --replace,
+    rewrite probe.csv, p_opt, the plateau, the edge flag, the regret and the log drift)."""
     from pooling_lab.evaluate.reprobe import parse_p_values, reprobe
 
     with user_errors(debug):
@@ -253,12 +255,43 @@ def probe(
     if outcome.warning:
         errors.print(f"warning: {outcome.warning}", markup=False, highlight=False, soft_wrap=True)
     final = outcome.final
+    edge = " (at the grid's edge)" if final.get("p_opt_at_edge") else ""
     console.print(
-        f"p_opt = {final['p_opt']:g} (learned p = {outcome.p_final:.4g}); "
+        f"p_opt = {final['p_opt']:g}{edge}, plateau from p = {final.get('p_plateau', float('nan')):g} "
+        f"(learned p = {outcome.p_final:.4g}, regret {final.get('regret', float('nan')):.4f} val mAP); "
         f"test mAP {final.get('test_map', float('nan')):.4f} at the learned p, "
         f"{final.get('test_map_at_p_opt', float('nan')):.4f} at p_opt; wrote {outcome.path}",
         markup=False, highlight=False, soft_wrap=True,
     )
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's directory (it needs checkpoint.pt).")],
+    data: Annotated[str, typer.Option("--data", help="roxford5k or rparis6k.")],
+    root: Annotated[Path, typer.Option("--root", help="Folder holding <data>/gnd_<data>.pkl and <data>/jpg/ "
+                                       "(revisitop's data/datasets).")] = Path("~/.cache/pooling-lab"),
+    download: Annotated[bool, typer.Option("--download", help="Download a missing data set (needs internet).")] = False,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=16, max=1024, help="Side of the square images "
+                                                   "[default: the run's].")] = None,
+    cache_root: Annotated[Path | None, typer.Option("--cache-root", help="Folder of the decoded-image cache "
+                                                    "[default: ~/.cache/pooling-lab/image-cache].")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Evaluate again over an earlier revisited_<data>.csv.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Evaluate a trained run on revisited Oxford or Paris (evaluation-only data sets) with
+    multi-scale descriptors: easy / medium / hard mAP and mP@1, 5, 10 as fractions, written to
+    revisited_<data>.csv in the run folder; what the run recorded stays as it is."""
+    from pooling_lab.data.spec import EVALUATION_ONLY_DATASETS
+    from pooling_lab.evaluate.landmarks import evaluate_on_revisited
+
+    with user_errors(debug):
+        if data not in EVALUATION_ONLY_DATASETS:
+            raise UserError(f"{data!r} is not one of {', '.join(EVALUATION_ONLY_DATASETS)}", field="--data")
+        outcome = evaluate_on_revisited(run_dir, data, root.expanduser(), download, image_size,
+                                        cache_root and cache_root.expanduser(), replace)
+    scores = ", ".join(f"{protocol} {outcome.scores[protocol]:.4f}" for protocol in ("easy", "medium", "hard"))
+    console.print(f"{data}: mAP {scores}; wrote {outcome.path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -268,9 +301,11 @@ def stats(
                                                    "another key writes drift_by_KEY.csv/.md.")] = None,
     debug: Debug = False,
 ) -> None:
-    """Drift statistics (learned p - p_opt) per swept value, with bootstrap intervals and the
-    Spearman correlation of the swept value with |drift| (drift.csv, drift.md); for runs of a
-    fixed GeM p, the train-time optimum curve (fixed_p.csv, fixed_p.md)."""
+    """Drift statistics per swept value: the mAP regret at the learned p, the log drift
+    (ln p_learned - ln p_opt, and with the plateau's p), p_opt, the plateau and the edge flag,
+    with bootstrap intervals, and the Spearman correlations of the swept value with the regret
+    and the log drifts (drift.csv, drift.md); for runs of a fixed GeM p, the train-time optimum
+    curve (fixed_p.csv, fixed_p.md)."""
     from pooling_lab import results
     from pooling_lab.analysis.stats import write_reports
 

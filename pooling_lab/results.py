@@ -49,16 +49,24 @@ PARAM_COLUMNS = ["step", "epoch", "module", "param", "stat", "value", "grad"]
 FINAL_PARAM_COLUMNS = ["module", "param", "index", "value"]
 PROBE_FIRST_COLUMN = "p"
 SUMMARY_FIRST = ["p_final", "p_opt", "test_accuracy", "val_accuracy"]
+# what a probe says besides p_opt (``pooling_lab.evaluate.probe``); runs probed before they were
+# recorded lack them
+PROBE_SUMMARY = ["p_plateau", "p_opt_at_edge", "regret", "log_drift", "log_drift_plateau"]
 SUMMARY_LAST = ["epoch", "step", "wall_time_s"]
+PROTOCOL = "protocol"  # closed | open: ``DataConfig.protocol``, in status.json and runs.csv
+UNRECORDED_PROTOCOL = "closed"  # the only protocol there was before runs recorded theirs
 T = TypeVar("T")
 
 
 def summary_columns(*statuses: dict[str, Any]) -> list[str]:
-    """The final numbers of runs, as runs-table columns: p, then test and val metrics (those
-    at p_opt included), then progress; in a fixed order whatever the metrics were."""
-    metrics = sorted({key for status in statuses for key in status if key.startswith(("test_", "val_"))})
-    metrics = [key for key in metrics if key not in SUMMARY_FIRST]
-    return [*SUMMARY_FIRST, *sorted(metrics, key=lambda k: (not k.startswith("test_"), k)), *SUMMARY_LAST]
+    """The final numbers of runs, as runs-table columns: p and p_opt, what the probe says
+    besides (when some run has it), then test and val metrics (those at p_opt included), then
+    progress; in a fixed order whatever the metrics were."""
+    keys = {key for status in statuses for key in status}
+    metrics = sorted(key for key in keys if key.startswith(("test_", "val_")) and key not in SUMMARY_FIRST)
+    probe = [key for key in PROBE_SUMMARY if key in keys]
+    return [*SUMMARY_FIRST[:2], *probe, *SUMMARY_FIRST[2:], *sorted(metrics, key=lambda k: (not k.startswith("test_"), k)),
+            *SUMMARY_LAST]
 
 
 @dataclass(frozen=True)
@@ -348,6 +356,8 @@ def _with_statuses(runs: pd.DataFrame, statuses: list[dict[str, Any]]) -> pd.Dat
     which is written last and so is newer than runs.csv when a run was cut short."""
     runs = runs.copy()
     runs["status"] = [status.get("status", "pending") for status in statuses]
+    recorded = runs[PROTOCOL].fillna(UNRECORDED_PROTOCOL) if PROTOCOL in runs else [UNRECORDED_PROTOCOL] * len(runs)
+    runs[PROTOCOL] = [status.get(PROTOCOL) or protocol for status, protocol in zip(statuses, recorded, strict=True)]
     for column in summary_columns(*statuses):
         runs[column] = pd.to_numeric(pd.Series([s.get(column) for s in statuses], index=runs.index), errors="coerce")
     return runs

@@ -176,18 +176,19 @@ def ordered_groups(frame: pd.DataFrame, colours: dict[str, Any]):
 
 
 def seed_bands(
-    frame: pd.DataFrame, groups: pd.DataFrame, *, x: str, y: str, by: Sequence[str] = ()
+    frame: pd.DataFrame, groups: pd.DataFrame, *, x: str, y: str, by: Sequence[str] = (), keep_infinite: bool = False
 ) -> pd.DataFrame:
     """Mean and min-max band of ``y`` over the runs of each group, at each ``x``.
 
     ``frame`` has ``run_id``, ``x``, ``y`` and the ``by`` columns; ``groups`` comes from
-    ``run_groups``.  Infinite values count as missing, and a run with several rows at one ``x``
+    ``run_groups``.  Infinite values of ``y`` count as missing unless ``keep_infinite`` (a p_opt
+    of inf: the mean of a group with one is then inf), and a run with several rows at one ``x``
     counts once (their mean).  Returns the ``by`` columns, ``config``, ``label``, ``done``, ``x``,
     ``mean``, ``low``, ``high`` and ``seeds`` (how many runs had a value), sorted by group and
     ``x``; points where no run had a value are left out.
     """
     keys = [*by, "config", "label", "done"]
-    values = frame[["run_id", x, *by]].assign(_y=frame[y].replace([np.inf, -np.inf], np.nan))
+    values = frame[["run_id", x, *by]].assign(_y=frame[y] if keep_infinite else frame[y].replace([np.inf, -np.inf], np.nan))
     values = values.join(groups, on="run_id", how="inner").dropna(subset=["_y", x])
     per_run = values.groupby([*keys, x, "run_id"], sort=False)["_y"].mean()
     bands = per_run.groupby(level=[*keys, x]).agg(mean="mean", low="min", high="max", seeds="count")

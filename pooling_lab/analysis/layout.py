@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,11 @@ LEGEND_WIDTH_IN = 1.8  # added to the width for a legend on the right
 LEGEND_PADDING_IN = 0.3  # around a legend below the panels: frame, padding, gap to the axes
 MARKER_SIZE = 4.0
 LEGEND_PLACES = ("right", "below", "none")
+LOG_RATIO = 8.0  # a p axis is log-scaled when its finite values span more than this factor
+INF_LABEL = "∞ (max)"  # p = inf: max pooling, GeM's limit
+INF_GAP = 2.0  # on a log axis inf sits this factor past the largest finite p ...
+INF_SHARE = 0.2  # ... on a linear one this share of the finite span past it
+MAX_P_TICKS = 10
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,64 @@ def band_figure(
         ax.set_ylabel(ylabel)
     note = BAND if several_seeds(*(bands for _, _, bands in panels)) else None
     return finish(fig, layout, legend_title(layout, keys, note))
+
+
+# --- p axes: log-scaled when p spans a wide range, with p = inf at a marked position ---------------
+
+
+@dataclass(frozen=True)
+class PAxis:
+    """An axis of GeM's p.  p = inf (max pooling) has no place on a number line: it is drawn at
+    ``inf_at``, past the largest finite p, labelled ``INF_LABEL``, with a dotted line marking
+    the break between them."""
+
+    log: bool
+    top: float  # the largest finite p
+    inf_at: float | None  # None: no p is infinite
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> PAxis:
+        values = np.asarray(list(values), dtype=float)
+        finite = values[np.isfinite(values)]
+        low, top = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 1.0)
+        log = low > 0 and top / low > LOG_RATIO
+        inf_at = None
+        if np.isposinf(values).any():
+            inf_at = top * INF_GAP if log else top + max(top - low, 1.0) * INF_SHARE
+        return cls(log, top, inf_at)
+
+    def place(self, values: pd.Series) -> pd.Series:
+        """Drawing positions of p values: inf at ``inf_at``."""
+        return values if self.inf_at is None else values.replace(np.inf, self.inf_at)
+
+    def draw(self, ax: Axes, axis: str, ticks: Sequence[float] | None = None) -> None:
+        """Scale the ``axis`` ("x" or "y") of ``ax``, tick it at ``ticks`` (finite p values; at
+        most ``MAX_P_TICKS`` of them, every k-th; default: the axis' own, or powers of 2 on a log
+        axis) and at inf."""
+        set_scale, set_ticks = (ax.set_xscale, ax.set_xticks) if axis == "x" else (ax.set_yscale, ax.set_yticks)
+        if self.log:
+            set_scale("log")
+            set_ticks([], minor=True)
+        if ticks is None:
+            ticks = self._default_ticks(ax, axis)
+        ticks = list(ticks)[:: math.ceil(len(ticks) / MAX_P_TICKS)] if ticks else []
+        positions, labels = list(ticks), [f"{tick:g}" for tick in ticks]
+        if self.inf_at is not None:
+            positions.append(self.inf_at)
+            labels.append(INF_LABEL)
+            line = ax.axvline if axis == "x" else ax.axhline
+            gap = math.sqrt(self.top * self.inf_at) if self.log else (self.top + self.inf_at) / 2
+            line(gap, color="grey", linestyle=":", linewidth=0.8)
+        set_ticks(positions, labels)
+
+    def _default_ticks(self, ax: Axes, axis: str) -> list[float]:
+        low, high = ax.get_xlim() if axis == "x" else ax.get_ylim()
+        high = min(high, self.top)
+        if self.log:
+            return [2.0**k for k in range(math.floor(math.log2(low)), math.ceil(math.log2(high)) + 1)
+                    if low <= 2.0**k <= high]
+        getter = ax.get_xticks if axis == "x" else ax.get_yticks
+        return [tick for tick in getter() if low <= tick <= high]
 
 
 # --- saving -----------------------------------------------------------------------------------

@@ -1,11 +1,17 @@
-"""Drift statistics: how far the learned p lies from the best test-time p, per swept value.
+"""Drift statistics: what the learned p costs against the best test-time p, per swept value.
 
-Per run, ``drift = p_learned - p_opt`` (p_learned: the trained p, the mean over channels when
-per-channel; p_opt: the probe's best p on the validation split).  Per swept value the mean over
-seeds gets a 95% percentile-bootstrap interval (resampling the seeds; with three seeds such an
-interval is coarse, and the tables say how many seeds stand behind each mean).  Across runs, the
-Spearman correlation between the swept value and |drift| gets a bootstrap interval (resampling
-runs) and a two-sided permutation p-value.  Everything is seeded, so a report is reproducible.
+Per run (``pooling_lab.analysis.drift``, from the probe on the validation split): first the
+``regret``, the validation mAP at p_opt minus that at the learned p (>= 0: the learned p is one
+of the probed points), then ``log_drift = ln p_learned - ln p_opt`` and ``log_drift_plateau``
+(with the plateau's p, the smallest p within the tolerance of the best), p_opt, the plateau and
+how many runs have p_opt at the grid's edge.  p_learned is the trained p, the mean over channels
+when per-channel.  Per swept value the mean over seeds gets a 95% percentile-bootstrap interval
+(resampling the seeds; with three seeds such an interval is coarse, and the tables say how many
+seeds stand behind each mean).  An infinite value (p_opt = inf, max pooling, and so a log drift
+of -inf) is kept, not dropped: the mean is then infinite, and so is each resampled mean that
+draws it.  Across runs, the Spearman correlations of the swept value with the regret and with
+the log drifts get bootstrap intervals (resampling runs) and two-sided permutation p-values.
+Everything is seeded, so a report is reproducible.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import numpy as np
 import pandas as pd
 
 from pooling_lab import atomic, results
+from pooling_lab.analysis.drift import FROM_TABLE, TOLERANCE_KEY, with_probe_summary
 from pooling_lab.analysis.groups import DONE, FIXED_P, curve_keys, fixed_p_runs
+from pooling_lab.data.spec import CLOSED_SET, OPEN_SET
 from pooling_lab.errors import UserError
 from pooling_lab.evaluate import best_p
 from pooling_lab.experiment.labels import format_value
+from pooling_lab.experiment.schema import DEFAULT_PLATEAU_TOLERANCE
 
 RESAMPLES = 4000
 LEVEL = 0.95
@@ -44,15 +53,18 @@ class Correlation:
 
 
 def bootstrap_mean(values: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Interval:
-    """Mean with a percentile-bootstrap interval at ``LEVEL``."""
+    """Mean with a percentile-bootstrap interval at ``LEVEL``; NaN values are left out, infinite
+    ones kept (the percentiles of resampled means that include one are then taken without
+    interpolating, which between two infinite means would give NaN)."""
     values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
+    values = values[~np.isnan(values)]
     if values.size == 0:
         return Interval(math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     means = rng.choice(values, size=(resamples, values.size), replace=True).mean(axis=1)
     tail = (1 - LEVEL) / 2 * 100
-    return Interval(float(values.mean()), *map(float, np.percentile(means, [tail, 100 - tail])))
+    method = "linear" if np.isfinite(means).all() else "nearest"
+    return Interval(float(values.mean()), *map(float, np.percentile(means, [tail, 100 - tail], method=method)))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -72,9 +84,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def spearman_test(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Correlation:
-    """rho, its bootstrap interval (pairs resampled) and the permutation p-value (two-sided)."""
+    """rho, its bootstrap interval (pairs resampled) and the permutation p-value (two-sided);
+    pairs with a NaN are left out, infinite values rank at the ends."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
+    keep = ~np.isnan(x) & ~np.isnan(y)
     x, y = x[keep], y[keep]
     if x.size < 3:
         return Correlation(math.nan, math.nan, math.nan, math.nan, int(x.size))
@@ -92,11 +105,10 @@ def spearman_test(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = 
 
 
 def drift_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The finished runs that were probed, with ``drift`` and ``abs_drift`` columns."""
+    """The finished runs that were probed and have a learned p, with ``map_gain`` (test mAP at
+    p_opt minus test mAP at the learned p) where both were measured."""
     probed = runs[(runs["status"] == "done") & runs.get("p_opt", pd.Series(np.nan, index=runs.index)).notna()]
     probed = probed[probed["p_final"].notna()].copy()
-    probed["drift"] = probed["p_final"] - probed["p_opt"]
-    probed["abs_drift"] = probed["drift"].abs()
     if {"test_map", "test_map_at_p_opt"} <= set(probed.columns):
         probed["map_gain"] = probed["test_map_at_p_opt"] - probed["test_map"]
     return probed
@@ -112,15 +124,29 @@ def with_accuracy_optimum(runs: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFra
     return runs.assign(p_opt_accuracy=runs["run_id"].map(optima))
 
 
+DRIFT_COLUMNS = {  # drift.csv column -> drift.md header, in this order
+    "regret": "regret (val mAP)", "log_drift": "log drift", "log_drift_plateau": "log drift (plateau)",
+    "p_final": "learned p", "p_opt": "p_opt (val mAP)", "p_plateau": "p_plateau",
+    "p_opt_accuracy": "best p by val accuracy", "test_map": "test mAP (learned p)",
+    "test_map_at_p_opt": "test mAP (p_opt)", "map_gain": "mAP gain at p_opt",
+}
+CORRELATED = ("regret", "log_drift", "log_drift_plateau")  # the swept value is correlated with these
+AT_EDGE = "p_opt_at_edge"
+
+
 def drift_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per value of ``key``: seeds, and mean [95% CI] of learned p, p_opt, drift and |drift|."""
+    """Per value of ``key``: seeds, the mean [95% CI] of each of ``DRIFT_COLUMNS`` that some run
+    has, and ``p_opt_at_edge``, the number of runs whose p_opt lies at the grid's edge."""
+    probed = drift_runs(runs)
+    columns = [column for column in DRIFT_COLUMNS if column in probed and probed[column].notna().any()]
     rows = []
-    for value, group in drift_runs(runs).groupby(key, sort=True):
+    for value, group in probed.groupby(key, sort=True):
         row = {key: value, "seeds": len(group)}
-        for column in ("p_final", "p_opt", "drift", "abs_drift", "p_opt_accuracy", "test_map", "test_map_at_p_opt", "map_gain"):
-            if column in group:
-                interval = bootstrap_mean(group[column].to_numpy())
-                row |= {column: interval.estimate, f"{column}_low": interval.low, f"{column}_high": interval.high}
+        for column in columns:
+            interval = bootstrap_mean(group[column].to_numpy())
+            row |= {column: interval.estimate, f"{column}_low": interval.low, f"{column}_high": interval.high}
+        if AT_EDGE in group and group[AT_EDGE].notna().any():
+            row[AT_EDGE] = int((group[AT_EDGE] == 1).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -196,15 +222,48 @@ def write_drift_report(loaded: results.Results, key: str | None = None) -> list[
     key = key or default_key(loaded)
     if key not in loaded.runs:
         raise UserError(f"{key!r} is not a swept key; swept: {', '.join(loaded.swept) or 'none'}", field="--by")
-    runs = with_accuracy_optimum(loaded.runs, loaded.probe)
+    runs = with_probe_summary(with_accuracy_optimum(loaded.runs, loaded.probe), loaded.probe, loaded.configs)
     table = drift_table(runs, key)
     probed = drift_runs(runs)
-    correlation = spearman_test(probed[key].to_numpy(float), probed["abs_drift"].to_numpy())
+    correlations = {column: spearman_test(probed[key].to_numpy(float), probed[column].to_numpy())
+                    for column in CORRELATED if probed[column].notna().any()}
     stem = drift_report_stem(loaded, key)
     csv_path, md_path = loaded.path / f"{stem}.csv", loaded.path / f"{stem}.md"
     results.write_csv(csv_path, table)
-    atomic.write_text(md_path, drift_markdown(table, key, correlation))
+    atomic.write_text(md_path, drift_markdown(table, key, correlations, drift_notes(probed, loaded.configs)))
     return [csv_path, md_path]
+
+
+PROTOCOLS = {
+    CLOSED_SET: "closed set (retrieval and the probe on images of the training classes)",
+    OPEN_SET: "open set (accuracy on the training classes; retrieval and the probe on classes unseen in training)",
+}
+
+
+def drift_notes(probed: pd.DataFrame, configs: pd.DataFrame) -> list[str]:
+    """What the drift table's numbers rest on: the protocol, the plateau tolerance, the runs whose
+    probe summary was computed from their recorded probe table."""
+    protocols = sorted(set(probed.get(results.PROTOCOL, pd.Series(dtype=str)).fillna(results.UNRECORDED_PROTOCOL)))
+    configured = configs[configs["run_id"].isin(probed["run_id"])] if "run_id" in configs else configs
+    tolerances = sorted(set(configured.get(TOLERANCE_KEY, pd.Series(dtype=float)).fillna(DEFAULT_PLATEAU_TOLERANCE))
+                        or {DEFAULT_PLATEAU_TOLERANCE})
+    notes = [
+        "Protocol: " + "; ".join(PROTOCOLS.get(protocol, protocol) for protocol in protocols) + ".",
+        "Mean over seeds with a 95% percentile-bootstrap interval. regret = validation mAP at p_opt minus "
+        "validation mAP at the learned p (>= 0: the probe measures the learned p itself); log drift = "
+        "ln(learned p) - ln(p_opt), and with p_plateau, the smallest p whose validation mAP is within "
+        f"{' / '.join(f'{t:g}' for t in tolerances)} of the best (-inf where p_opt = inf, max pooling); "
+        "p_opt at edge: runs whose p_opt is the smallest, the largest finite or the infinite p probed, "
+        "where the optimum may lie beyond the grid.",
+    ]
+    recomputed = int(probed[FROM_TABLE].sum()) if FROM_TABLE in probed else 0
+    if recomputed:
+        notes.append(
+            f"{recomputed} of {len(probed)} runs were probed before the probe measured inf and the learned p: "
+            "their regret, p_plateau and edge flag come from their probe.csv plus their recorded validation mAP "
+            "at the learned p (same split, the trained pool); their grid has no inf, so its edge is its largest p."
+        )
+    return notes
 
 
 def fixed_p_markdown(curve: pd.DataFrame, others: list[str]) -> str:
@@ -240,26 +299,24 @@ def _cell(table: pd.DataFrame, row: pd.Series, column: str) -> str:
     return f"{row[column]:.3f} [{row[f'{column}_low']:.3f}, {row[f'{column}_high']:.3f}]"
 
 
-def drift_markdown(table: pd.DataFrame, key: str, correlation: Correlation) -> str:
-    columns = [("p_final", "learned p"), ("p_opt", "p_opt (val mAP)"), ("drift", "drift"), ("abs_drift", "|drift|"),
-               ("p_opt_accuracy", "best p by val accuracy"), ("test_map", "test mAP (learned p)"),
-               ("test_map_at_p_opt", "test mAP (p_opt)"), ("map_gain", "mAP gain at p_opt")]
-    columns = [(c, label) for c, label in columns if c in table]
+def drift_markdown(table: pd.DataFrame, key: str, correlations: dict[str, Correlation], notes: list[str]) -> str:
+    columns = [(c, label) for c, label in DRIFT_COLUMNS.items() if c in table]
+    edge = AT_EDGE in table
     lines = [
         f"# p drift by {key}",
         "",
-        "Mean over seeds with a 95% percentile-bootstrap interval; drift = learned p - p_opt.",
-        "",
-        *markdown_header([key, "seeds", *[label for _, label in columns]]),
+        *[line for note in notes for line in (note, "")],
+        *markdown_header([key, "seeds", *[label for _, label in columns], *(["p_opt at edge"] if edge else [])]),
     ]
     for _, row in table.iterrows():
         cells = [f"{row[key]:g}", str(int(row["seeds"]))] + [_cell(table, row, c) for c, _ in columns]
+        cells += [f"{row[AT_EDGE]:.0f} of {int(row['seeds'])}"] if edge else []
         lines.append(markdown_row(cells))
-    lines += [
-        "",
-        f"Spearman correlation of {key} with |drift| over {correlation.runs} runs: "
-        f"rho = {correlation.rho:.3f}, 95% bootstrap interval [{correlation.low:.3f}, {correlation.high:.3f}], "
-        f"permutation p = {correlation.p_value:.4f}.",
-        "",
-    ]
-    return "\n".join(lines)
+    if correlations:
+        lines += ["", f"Spearman correlation of {key} over the runs with"]
+    for column, correlation in correlations.items():
+        lines.append(
+            f"- {DRIFT_COLUMNS[column]} ({correlation.runs} runs): rho = {correlation.rho:.3f}, 95% bootstrap "
+            f"interval [{correlation.low:.3f}, {correlation.high:.3f}], permutation p = {correlation.p_value:.4f}"
+        )
+    return "\n".join([*lines, ""])

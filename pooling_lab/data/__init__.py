@@ -11,11 +11,13 @@ from pooling_lab.data.imagefolder import load_image_folder
 from pooling_lab.data.imagenette import load_fastai
 from pooling_lab.data.loader import BatchLoader
 from pooling_lab.data.mnist import load_idx_dataset
+from pooling_lab.data.open_set import split_classes
 from pooling_lab.data.spec import (
     FASTAI_DATASETS,
     SUBSET_DATASETS,
     AugmentConfig,
     DataConfig,
+    OpenSetConfig,
     RandomResizedCropConfig,
     SyntheticConfig,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "BatchLoader",
     "DataConfig",
     "DataSplits",
+    "OpenSetConfig",
     "RandomResizedCropConfig",
     "Split",
     "SyntheticConfig",
@@ -37,6 +40,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DataSplits:
+    """The splits of a data set.  Under the open-set protocol, train, val, test, num_classes and
+    class_names hold the seen classes only (the head's), and ``unseen_val`` / ``unseen_test`` the
+    unseen classes that retrieval and the probe use; under the closed-set protocol those are
+    ``None`` and retrieval uses val and test."""
+
     train: Split
     val: Split | None
     test: Split  # always the official test set
@@ -44,6 +52,9 @@ class DataSplits:
     class_names: list[str]
     mean: tuple[float, ...]  # per channel, [0, 1] units, of the train split actually used
     std: tuple[float, ...]
+    unseen_val: Split | None = None  # held out of the official train set, like val
+    unseen_test: Split | None = None  # from the official test set
+    unseen_class_names: tuple[str, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -53,22 +64,16 @@ class DataSplits:
 
 def load_data(cfg: DataConfig) -> DataSplits:
     """The splits ``cfg`` describes; the same ``cfg`` always gives byte-identical tensors."""
-    source = read_source(cfg)
+    source, unseen = read_source(cfg), None
+    if cfg.open_set is not None:
+        source, unseen = split_classes(source, cfg.open_set)
     generator = torch.Generator().manual_seed(cfg.split_seed)
-    train, val = source.train, None
-    val_count = cfg.val_count(len(train))
-    if val_count >= len(train):
-        raise UserError(
-            f"{val_count} validation images leave none of the {len(train)} train images",
-            field="data.val_size",
-        )
-    if val_count:
-        train, val = partition(train, val_count, generator)
+    train, val = held_out(source.train, cfg, generator)
     if cfg.train_subset is not None:
         if cfg.train_subset > len(train):
             raise UserError(
                 f"{cfg.train_subset} is more than the {len(train)} train images left after "
-                f"holding out {val_count} for validation",
+                f"holding out {len(val) if val else 0} for validation",
                 field="data.train_subset",
             )
         _, train = partition(train, cfg.train_subset, generator)
@@ -81,7 +86,24 @@ def load_data(cfg: DataConfig) -> DataSplits:
         class_names=source.class_names,
         mean=mean,
         std=std,
+        unseen_val=None if unseen is None else held_out(unseen.train, cfg, generator, "unseen-class ")[1],
+        unseen_test=None if unseen is None else unseen.test,
+        unseen_class_names=() if unseen is None else tuple(unseen.class_names),
     )
+
+
+def held_out(split: Split, cfg: DataConfig, generator: torch.Generator, kind: str = "") -> tuple[Split, Split | None]:
+    """(the rest, the validation images): ``data.val_size`` of ``split``, stratified; ``kind``
+    names the images in an error."""
+    val_count = cfg.val_count(len(split))
+    if val_count >= len(split):
+        raise UserError(
+            f"{val_count} validation images leave none of the {len(split)} {kind}train images",
+            field="data.val_size",
+        )
+    if not val_count:
+        return split, None
+    return partition(split, val_count, generator)
 
 
 def read_source(cfg: DataConfig) -> Source:

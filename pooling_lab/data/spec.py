@@ -21,12 +21,14 @@ DatasetName = Literal[
     "mnist",
     "synthetic",
 ]
+EVALUATION_ONLY_DATASETS = ("roxford5k", "rparis6k")  # pooling-lab evaluate RUN_DIR --data NAME
 FASTAI_DATASETS = ("imagenette", "imagewoof")
 SUBSET_DATASETS = ("imagefolder", "imagenet_subset")
 FOLDER_DATASETS = (*FASTAI_DATASETS, *SUBSET_DATASETS)  # decoded from image files and cached
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_CACHE_ROOT = "~/.cache/pooling-lab/image-cache"
 WNID = r"^n\d{8}$"
+CLOSED_SET, OPEN_SET = "closed", "open"  # the evaluation protocols (``DataConfig.protocol``)
 
 
 def _omitted_when_unset(value: Any) -> bool:
@@ -117,6 +119,41 @@ class SyntheticConfig(StrictModel):
         return self
 
 
+class OpenSetConfig(StrictModel):
+    """Classes held out of training (the open-set protocol of deep metric learning): the model
+    trains on the seen classes, and its accuracy is measured on them; retrieval metrics and the
+    test-time p probe use only the unseen classes."""
+
+    unseen_classes: int | None = optional_field(
+        "The last K classes (by label) are unseen: the convention of CUB-200 (100 / 100) and "
+        "CIFAR-100 (50 / 50).",
+        ge=2,
+    )
+    unseen: list[Annotated[int, Field(ge=0)]] | None = optional_field(
+        "The unseen classes by label, instead of the last K.", min_length=2
+    )
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> OpenSetConfig:
+        if (self.unseen_classes is None) == (self.unseen is None):
+            raise ValueError("give unseen_classes (the last K classes) or unseen (their labels), one of them")
+        if self.unseen is not None and len(set(self.unseen)) < len(self.unseen):
+            repeated = sorted({label for label in self.unseen if self.unseen.count(label) > 1})
+            raise ValueError(f"unseen classes repeated: {', '.join(map(str, repeated))}")
+        return self
+
+    @property
+    def labels_field(self) -> str:
+        """The dotted field that names the unseen classes, for error messages."""
+        return "data.open_set." + ("unseen" if self.unseen is not None else "unseen_classes")
+
+    def unseen_labels(self, num_classes: int) -> list[int]:
+        """The unseen classes of a data set of ``num_classes`` classes, sorted."""
+        if self.unseen is not None:
+            return sorted(self.unseen)
+        return list(range(num_classes - (self.unseen_classes or 0), num_classes))
+
+
 class DataConfig(StrictModel):
 
     dataset: DatasetName = Field(description="Which data set to train and test on.")
@@ -172,6 +209,21 @@ class DataConfig(StrictModel):
     cache_root: str | None = optional_field(
         f"Image-file data sets: folder of the decoded-image cache; default {DEFAULT_CACHE_ROOT}."
     )
+    open_set: OpenSetConfig | None = optional_field(
+        "The open-set protocol: {unseen_classes: K} (the last K classes) or {unseen: [labels]} are "
+        "left out of training; retrieval metrics and the probe use only them (validation: unseen-class "
+        "images held out of the official train set; test: those of the official test set)."
+    )
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _trainable(cls, value: Any) -> Any:
+        if value in EVALUATION_ONLY_DATASETS:
+            raise ValueError(
+                f"{value} is for evaluation only (it has no training split): train on another data "
+                f"set, then evaluate the run with `pooling-lab evaluate RUN_DIR --data {value}`"
+            )
+        return value
 
     @field_validator("val_size")
     @classmethod
@@ -238,6 +290,11 @@ class DataConfig(StrictModel):
             self.variant = "160"
         if self.num_classes is not None and self.class_seed is None:
             self.class_seed = 0
+
+    @property
+    def protocol(self) -> str:
+        """``open`` (retrieval on classes unseen in training) or ``closed`` (on the training classes)."""
+        return CLOSED_SET if self.open_set is None else OPEN_SET
 
     @property
     def root_path(self) -> Path:

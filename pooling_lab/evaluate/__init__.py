@@ -6,6 +6,7 @@ from pooling_lab.evaluate.flags import run_flags
 from pooling_lab.evaluate.passes import Outputs, SplitPass, accuracy_of, split_metrics
 from pooling_lab.evaluate.probe import best_p, probe
 from pooling_lab.evaluate.retrieval import recall_at_k, retrieval_map, retrieval_metrics
+from pooling_lab.evaluate.revisited import revisited_map
 
 __all__ = [
     "EvalBatches",
@@ -19,6 +20,7 @@ __all__ = [
     "recall_at_k",
     "retrieval_map",
     "retrieval_metrics",
+    "revisited_map",
     "run_flags",
     "split_metrics",
 ]

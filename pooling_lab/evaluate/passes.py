@@ -19,9 +19,10 @@ CACHE_BYTES = 2**30  # a split's backbone maps are kept for the probe when they 
 
 @dataclass(frozen=True)
 class Outputs:
-    """One pass over a split: the head's predictions (no margin) and the embeddings."""
+    """One pass over a split: the head's predictions (no margin; None for a head without a
+    classifier) and the embeddings."""
 
-    predictions: torch.Tensor
+    predictions: torch.Tensor | None
     embeddings: torch.Tensor
     labels: torch.Tensor
 
@@ -75,11 +76,11 @@ class SplitPass:
             for maps, batch_labels in self.kept if self.kept is not None else self._compute():
                 with self.autocast:
                     embedded = self._embed(maps, pool)
-                    logits = model.head(embedded)
-                predictions.append(logits.argmax(dim=1))
+                    if model.head.classifies:
+                        predictions.append(model.head(embedded).argmax(dim=1))
                 embeddings.append(embedded.float())
                 labels.append(batch_labels)
-        return Outputs(torch.cat(predictions), torch.cat(embeddings), torch.cat(labels))
+        return Outputs(torch.cat(predictions) if model.head.classifies else None, torch.cat(embeddings), torch.cat(labels))
 
 
 def resized(images: torch.Tensor, scale: float) -> torch.Tensor:
@@ -101,14 +102,18 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 
 def accuracy_of(outputs: Outputs) -> float:
+    """The fraction predicted right; NaN for a head without a classifier."""
+    if outputs.predictions is None:
+        return float("nan")
     return (outputs.predictions == outputs.labels).float().mean().item()
 
 
 def split_metrics(outputs: Outputs, metrics: list[str]) -> dict[str, float]:
-    """The named metrics (``accuracy``, ``map``, ``recall@K``) of one pass over a split; the
-    retrieval metrics share one ranking."""
+    """The named metrics (``accuracy``, ``map``, ``map@r``, ``r_precision``, ``recall@K``) of one
+    pass over a split; the retrieval metrics share one ranking."""
     ks = [int(m.removeprefix("recall@")) for m in metrics if m.startswith("recall@")]
-    retrieval = retrieval_metrics(outputs.embeddings, outputs.labels, ks) if "map" in metrics or ks else {}
+    ranked = any(m != "accuracy" for m in metrics)
+    retrieval = retrieval_metrics(outputs.embeddings, outputs.labels, ks) if ranked else {}
     return {m: accuracy_of(outputs) if m == "accuracy" else retrieval[m] for m in metrics}
 
 

@@ -27,11 +27,12 @@ from pooling_lab.train.context import compute_for
 
 
 def parse_p_values(text: str) -> list[float]:
-    """``1:8:0.25`` (start:stop:step, stop included) or ``1,2,3.5``."""
+    """``1:8:0.25`` (start:stop:step, stop included) or ``1,2,3.5``; the probe adds inf and the
+    learned p to either."""
     try:
         if ":" in text:
             start, stop, step = (float(part) for part in text.split(":"))
-            if step <= 0 or stop < start:
+            if not (0 < step < math.inf and start <= stop < math.inf):
                 raise ValueError
             count = math.floor((stop - start) / step + 1e-9) + 1
             values = [round(start + i * step, 10) for i in range(count)]
@@ -40,11 +41,12 @@ def parse_p_values(text: str) -> list[float]:
     except ValueError:
         raise UserError(f"expected start:stop:step or a comma list of positive numbers, got {text!r}",
                         field="--p") from None
-    if not values or min(values) <= 0:
+    if not values or not all(value > 0 for value in values):
         raise UserError(f"p values must be positive, got {text!r}", field="--p")
     return values
 
 
+PROBED = ("p_opt", *results.PROBE_SUMMARY)  # what --replace rewrites, with the test metrics at p_opt
 GRID_NAME_LIMIT = 100  # characters of a probe file's grid name; a longer grid is named by a hash
 
 
@@ -63,10 +65,12 @@ class Reprobed:
 def reprobe(run_dir: Path, p_values: list[float] | None = None, replace: bool = False) -> Reprobed:
     """Rerun a trained run's probe over ``p_values`` (default: the run's own ``eval.probe_p``).
     The table goes to probe_<grid>.csv beside the recorded probe.csv, which stays as it is; with
-    ``replace`` it replaces probe.csv, and p_opt with the test metrics at p_opt in status.json and
-    runs.csv."""
+    ``replace`` it replaces probe.csv, and p_opt, the rest of ``PROBED`` and the test metrics at
+    p_opt in status.json and runs.csv."""
     files = RunFiles(Path(run_dir))
     config, data, model = trained_model(files)
+    if config.data.val_size == 0:
+        raise UserError("the run has no validation split to choose p_opt on", source=str(files.config))
     if p_values is None:
         p_values = config.eval.probe_p
         if not p_values:
@@ -79,7 +83,7 @@ def reprobe(run_dir: Path, p_values: list[float] | None = None, replace: bool = 
     if replace:
         path, plan = files.probe, experiment_plan(files.root.parent)  # a bad experiment.yaml stops it here
         results.write_csv(path, table)
-        results.update_status(files, **{k: v for k, v in final.items() if k == "p_opt" or k.endswith("_at_p_opt")})
+        results.update_status(files, **{k: v for k, v in final.items() if k in PROBED or k.endswith("_at_p_opt")})
         if plan is not None:
             write_runs_table(files.root.parent, plan)
     else:
@@ -95,13 +99,11 @@ def trained_model(files: RunFiles) -> tuple[ExperimentConfig, DataSplits, Classi
     if status is None or not files.config.exists():
         raise UserError("not a run directory (no status.json / config.yaml)", source=str(files.root))
     if not files.checkpoint.exists():
-        raise UserError("the run has no checkpoint.pt to probe", source=str(files.root))
+        raise UserError("the run has no checkpoint.pt to evaluate", source=str(files.root))
     try:
         config = ExperimentConfig.model_validate(yaml.safe_load(files.config.read_text()))
     except ValidationError as error:
         raise UserError(f"config.yaml no longer validates: {error.errors()[0]['msg']}", source=str(files.config)) from None
-    if config.data.val_size == 0:
-        raise UserError("the run has no validation split to choose p_opt on", source=str(files.config))
     state = load_checkpoint(files, status["run_id"])
     if state is None or state["epoch"] < config.train.epochs:
         raise UserError("the run has not finished training; run the experiment to complete it", source=str(files.root))
@@ -115,8 +117,8 @@ def outside_grid_warning(p_final: float, p_values: list[float]) -> str | None:
     low, high = min(p_values), max(p_values)
     if not math.isfinite(p_final) or low <= p_final <= high:
         return None
-    return (f"the learned p = {p_final:.4g} lies outside the probed grid [{low:g}, {high:g}]; "
-            "p_opt is only the best p within it")
+    return (f"the learned p = {p_final:.4g} lies outside the probed grid [{low:g}, {high:g}]: "
+            "the probe measured it and inf, but nothing between it and the grid")
 
 
 def grid_name(p_values: list[float]) -> str:

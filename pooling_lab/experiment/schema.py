@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pooling_lab.data.spec import DataConfig
+from pooling_lab.data.spec import DataConfig, optional_field
 from pooling_lab.models.backbones import BACKBONES
 from pooling_lab.models.heads import HEADS
 from pooling_lab.pooling import GLOBAL_POOLS
@@ -36,6 +36,17 @@ class ModelConfig(StrictModel):
         None, description="project the pooled descriptor to this width (null: no projection)"
     )
     embedding_norm: bool = Field(True, description="batch-normalise the projected embedding")
+    normalize_pooled: bool = Field(
+        False, exclude_if=lambda value: not value,  # left out of dumps while false: run ids stay
+        description="L2-normalise the pooled descriptor before the projection (with embedding_norm "
+        "false: the GeM paper's learned whitening, pool -> L2 -> linear with bias -> L2)",
+    )
+
+    @model_validator(mode="after")
+    def _normalized_input_needs_a_projection(self) -> ModelConfig:
+        if self.normalize_pooled and self.embedding_dim is None:
+            raise ValueError("normalize_pooled normalises the projection's input: set embedding_dim too")
+        return self
 
 
 class PoolParamsConfig(StrictModel):
@@ -71,6 +82,14 @@ class OptimConfig(StrictModel):
     pool_params: PoolParamsConfig = Field(default_factory=PoolParamsConfig)
 
 
+class BatchSamplerConfig(StrictModel):
+    """How training batches are drawn, where not uniformly at random (see pooling_lab/data/m_per_class.py)."""
+
+    m_per_class: Annotated[int, Field(ge=1)] = Field(
+        description="every batch holds this many images of each of batch_size / m_per_class classes"
+    )
+
+
 class TrainConfig(StrictModel):
     epochs: Annotated[int, Field(ge=1)] = 10
     batch_size: Annotated[int, Field(ge=1)] = 128
@@ -90,6 +109,9 @@ class TrainConfig(StrictModel):
     compile: bool = Field(
         False, description="torch.compile the backbone; where compilation fails the run goes on eagerly"
     )
+    batch_sampler: BatchSamplerConfig | None = optional_field(
+        "{m_per_class: M}: batches of M images per class, which pair losses need (null: random batches)"
+    )
 
     # how a run computes and how often it saves, not what it computes: left out of the run id
     NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "checkpoint_every_steps", "compile"})
@@ -101,12 +123,20 @@ class TrainConfig(StrictModel):
             raise ValueError(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return value
 
+    @model_validator(mode="after")
+    def _whole_classes_per_batch(self) -> TrainConfig:
+        sampler = self.batch_sampler
+        if sampler is not None and self.batch_size % sampler.m_per_class:
+            raise ValueError(f"batch_sampler.m_per_class {sampler.m_per_class} does not divide batch_size {self.batch_size}")
+        return self
+
 
 class RecordConfig(StrictModel):
     every_steps: Annotated[int, Field(ge=1)] = Field(10, description="trace pooling parameters every N steps")
 
 
-Metric = Annotated[str, Field(pattern=r"^(accuracy|map|recall@[1-9][0-9]*)$")]
+DEFAULT_PLATEAU_TOLERANCE = 0.005  # absolute mAP (accuracy when the probe measures no mAP)
+Metric = Annotated[str, Field(pattern=r"^(accuracy|map|map@r|r_precision|recall@[1-9][0-9]*)$")]
 
 
 class EvalConfig(StrictModel):
@@ -114,7 +144,8 @@ class EvalConfig(StrictModel):
 
     metrics: list[Metric] = Field(
         default_factory=lambda: ["accuracy", "map", "recall@1"],
-        description="accuracy, map (retrieval mean average precision), recall@K",
+        description="accuracy, map (retrieval mean average precision), recall@K, map@r and "
+        "r_precision (MAP@R and R-precision, Musgrave et al. 2020)",
     )
     probe_p: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=list,
@@ -126,6 +157,17 @@ class EvalConfig(StrictModel):
         description="test-time multi-scale: image scales whose descriptors are combined",
     )
     scale_combine: Literal["mean", "max"] = Field("mean", description="how per-scale descriptors combine")
+    plateau_tolerance: float | None = optional_field(
+        f"the probe's plateau: the smallest p whose validation mAP is within this (absolute) of the "
+        f"best p's; default {DEFAULT_PLATEAU_TOLERANCE}",
+        ge=0,
+        allow_inf_nan=False,
+    )
+
+    @property
+    def tolerance(self) -> float:
+        """The plateau tolerance in force (``plateau_tolerance`` or its default)."""
+        return DEFAULT_PLATEAU_TOLERANCE if self.plateau_tolerance is None else self.plateau_tolerance
 
     @field_validator("metrics")
     @classmethod
@@ -188,5 +230,10 @@ class ExperimentConfig(StrictModel):
         if self.eval.probe_p and self.data.val_size == 0:
             raise ValueError(
                 "eval.probe_p chooses p_opt on the validation split, but data.val_size is 0"
+            )
+        if self.data.open_set is not None and self.eval.metrics == ["accuracy"]:
+            raise ValueError(
+                "data.open_set measures retrieval on the unseen classes: list a retrieval metric "
+                "(e.g. map) in eval.metrics"
             )
         return self

@@ -1,5 +1,6 @@
 """The one owner of the pooling exponent p: how it is read from a model, which configured pool
-is a fixed-p baseline, and the fixed GeM that the test-time probe puts in a model's place.
+is a fixed-p baseline, and the fixed GeM (max pooling at p = inf) that the test-time probe puts
+in a model's place.
 
 Every other module asks these functions; none reads ``pool.p`` or compares pool names itself.
 """
@@ -56,5 +57,11 @@ def fixed_p(pool_spec: Mapping[str, Any]) -> float | None:
 
 
 def fixed_gem(p: float, eps: float = 1e-6) -> Pool:
-    """A GeM with one fixed p: what the probe evaluates a trained model with."""
+    """A GeM with one fixed, finite p."""
     return GLOBAL_POOLS.build("gem", channels=1, p=p, learnable=False, mode="shared", eps=eps)
+
+
+def probe_pool(p: float, eps: float = 1e-6) -> Pool:
+    """What the probe evaluates a trained model with at p: a fixed GeM, or for p = inf its limit,
+    max pooling."""
+    return GLOBAL_POOLS.build("max", channels=1) if p == math.inf else fixed_gem(p, eps)

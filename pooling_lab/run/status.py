@@ -18,7 +18,8 @@ from typing import Any
 from pooling_lab import results
 from pooling_lab.run import claims
 
-FIELDS = ("epoch", "epochs", "step", "total_steps", "p_final", "p_opt", "test_accuracy", "val_accuracy",
+FIELDS = ("protocol", "epoch", "epochs", "step", "total_steps", "p_final", "p_opt", *results.PROBE_SUMMARY,
+          "test_accuracy", "val_accuracy",
           "attempts", "wall_time_s", "error", "diverged_step", "started", "updated", "finished", "flags")
 
 
@@ -31,11 +32,17 @@ class Overview:
     damaged: list[str] = field(default_factory=list)  # one line per damaged file, which was skipped
 
     def as_json(self) -> dict[str, Any]:
-        """Plain JSON: NaN (no value) becomes null."""
-        runs = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in run.items()}
-                for run in self.runs]
+        """Plain JSON: NaN (no value) becomes null, an infinite value (p_opt at max pooling, its
+        log drift) the text "inf" or "-inf"."""
+        runs = [{key: _plain(value) for key, value in run.items()} for run in self.runs]
         return {"experiment": self.name, "path": str(self.path), "swept": self.swept, "runs": runs,
                 "damaged": self.damaged}
+
+
+def _plain(value: Any) -> Any:
+    if not isinstance(value, float) or math.isfinite(value):
+        return value
+    return None if math.isnan(value) else str(value)
 
 
 def overview(root: Path) -> Overview:

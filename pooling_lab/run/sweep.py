@@ -20,6 +20,7 @@ import torch
 
 from pooling_lab import results
 from pooling_lab.data import DataSplits, load_data
+from pooling_lab.data.m_per_class import MPerClassOrder
 from pooling_lab.errors import UserError
 from pooling_lab.experiment import Plan, RunSpec
 from pooling_lab.experiment.labels import format_value
@@ -62,6 +63,7 @@ def prepare(plan: Plan, out_root: Path) -> Prepared:
         if key not in data:
             data[key] = _load_data(plan, spec)
         check_model(plan, spec, data[key])
+        check_batches(plan, spec, data[key])
     root = experiment_dir(plan, out_root)
     results.check_format(root)
     results.check_writable(root)
@@ -105,6 +107,16 @@ def check_model(plan: Plan, spec: RunSpec, data: DataSplits) -> None:
         where = ", ".join(f"{k}={format_value(v)}" for k, v in spec.swept.items())
         raise UserError(f"the model cannot be built: {error}" + (f" (in the sweep run {where})" if where else ""),
                         source=str(plan.source), field="model") from None
+
+
+def check_batches(plan: Plan, spec: RunSpec, data: DataSplits) -> None:
+    """M-per-class batches that the training split cannot fill (too few classes or images)."""
+    sampler = spec.config.train.batch_sampler
+    if sampler is not None:
+        try:
+            MPerClassOrder(data.train.labels, spec.config.train.batch_size, sampler.m_per_class)
+        except UserError as error:
+            raise UserError(error.detail, source=str(plan.source), field=error.field) from None
 
 
 def _data_key(spec: RunSpec) -> str:
@@ -222,12 +234,13 @@ def write_runs_table(root: Path, plan: Plan) -> None:
         statuses.append(status)
         row = {"run_id": spec.run_id, "run_dir": spec.dir_name}
         row |= {key: _cell(value) for key, value in spec.swept.items()}
-        row |= {"seed": spec.config.train.seed, "status": status.get("status", "pending")}
+        row |= {"seed": spec.config.train.seed, results.PROTOCOL: spec.config.data.protocol}
+        row |= {"status": status.get("status", "pending")}
         row |= {"flags": "; ".join(status.get("flags") or [])}
         row |= {key: status.get(key) for key in results.summary_columns(status)}
         rows.append(row)
     summary = results.summary_columns(*statuses)
-    columns = ["run_id", "run_dir", *plan.swept_keys, "seed", "status", "flags", *summary]
+    columns = ["run_id", "run_dir", *plan.swept_keys, "seed", results.PROTOCOL, "status", "flags", *summary]
     results.write_csv(root / results.RUNS_FILE, pd.DataFrame(rows, columns=columns))
 
 

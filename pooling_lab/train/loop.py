@@ -108,12 +108,15 @@ class Trainer:
         in_channels = data.train.images.shape[1]
         self.num_classes = data.num_classes
         self.model = build_model(config, in_channels, data.num_classes).to(device)
+        self.classifies = self.model.head.classifies  # a pair-loss head has no classifier: accuracy is NaN
         channels_last = device.type == "cuda"
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        sampler = config.train.batch_sampler
         self.train_batches = BatchLoader(
             data.train, config.train.batch_size, shuffle=True, drop_last=True, augment=config.data.augment,
             generator=self.generator, device=device, mean=data.mean, std=data.std, channels_last=channels_last,
+            m_per_class=sampler.m_per_class if sampler else None,
         )
         self.eval_batches = EvalBatches.of(data, config.train.eval_batch_size, device, channels_last)
         self.steps_per_epoch = len(self.train_batches)
@@ -194,6 +197,7 @@ class Trainer:
         results.update_status(
             self.files, status="running", run_id=self.spec.run_id, device=str(self.compute.device),
             host=platform.node(), pid=os.getpid(), attempts=attempts, started=results.now(),
+            protocol=self.config.data.protocol,
             epoch=self.epoch, epochs=self.config.train.epochs, step=self.step, total_steps=self.total_steps,
             resumed_from_step=self.step if resumed else None, error=None, traceback=None, **context,
         )
@@ -274,7 +278,10 @@ class Trainer:
                 pool.clamp_exponents_(*self.clamp)
         self.step += 1
         with torch.no_grad():
-            hits = (model.head(embeddings.detach()).argmax(dim=1) == labels).sum()
+            if self.classifies:
+                hits = (model.head(embeddings.detach()).argmax(dim=1) == labels).sum()
+            else:
+                hits = torch.zeros((), dtype=torch.long, device=labels.device)
             self.totals.add(loss, hits, labels.numel(), applied)
             self.watch.observe(self.step, None if self.skip_nonfinite else loss)
         if self.step % self.config.record.every_steps == 0 or self.step == self.total_steps:
@@ -289,6 +296,8 @@ class Trainer:
     def _end_epoch(self) -> None:
         self._tick()
         train_loss, train_accuracy, skipped = self.totals.read()
+        if not self.classifies:
+            train_accuracy = float("nan")
         self.skipped_steps += skipped
         p = global_p(self.model.pool)
         try:
@@ -317,7 +326,7 @@ class Trainer:
         results.update_status(self.files, status="running", epoch=self.epoch, step=self.step)
 
     def _accuracy(self, batches: BatchLoader | None) -> float:
-        if batches is None:
+        if batches is None or not self.classifies:
             return float("nan")
         return accuracy_of(SplitPass(self.model, batches, self.compute.autocast()).outputs())
 

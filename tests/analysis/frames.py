@@ -69,6 +69,8 @@ def make_runs(
                     "test_accuracy": final_accuracy(margin, seed),
                     "test_map": final_map(margin, seed),
                     "val_accuracy": 0.88,
+                    # the validation mAP at the learned p, on the probe curve
+                    "val_map": probe_map(margin, seed, p_final(margin, seed)),
                 }
             )
     return pd.DataFrame(rows)

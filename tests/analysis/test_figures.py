@@ -151,7 +151,7 @@ def test_a_figure_draws_the_numbers_of_its_results_directory(sweep_dir: Path):
     data = figures.sweep_data([results.load(sweep_dir)])
     fig = p_drift_figure(data, Layout(size_in=(3.3, 2.4)))
     (ax,) = fig.axes
-    learned, best = (container.lines[0] for container in ax.containers)
+    learned, best, _ = (container.lines[0] for container in ax.containers)  # the third: p_plateau
     margins = (0.0, 0.3, 0.5)
     assert list(learned.get_ydata()) == pytest.approx(
         [sum(p_final(m, s) for s in SEEDS) / len(SEEDS) for m in margins]

@@ -61,14 +61,19 @@ def test_drift_table_groups_by_swept_value() -> None:
         "seed": [0, 1, 2, 0, 1, 2],
         "status": ["done"] * 5 + ["diverged"],
         "p_final": [3.0, 3.2, 3.4, 1.0, 1.2, np.nan],
-        "p_opt": [4.0, 4.0, 4.0, 4.0, 5.0, 4.0],
+        "p_opt": [4.0, 4.0, 4.0, 4.0, np.inf, 4.0],
+        "regret": [0.01, 0.02, 0.03, 0.0, 0.1, 0.5],
+        "log_drift": np.log([3.0, 3.2, 3.4, 1.0, 1.2, 1.0]) - np.log([4.0, 4.0, 4.0, 4.0, np.inf, 4.0]),
+        "p_opt_at_edge": [False, False, True, False, True, False],
     })
     table = stats.drift_table(runs, "head.margin").set_index("head.margin")
     assert table.loc[0.0, "seeds"] == 3 and table.loc[0.5, "seeds"] == 2  # the diverged run is left out
-    assert table.loc[0.0, "drift"] == pytest.approx(-0.8)
-    assert table.loc[0.5, "drift"] == pytest.approx(((1.0 - 4.0) + (1.2 - 5.0)) / 2)
-    assert table.loc[0.5, "abs_drift"] == pytest.approx(3.4)
-    assert table.loc[0.0, "drift_low"] <= -0.8 <= table.loc[0.0, "drift_high"]
+    assert table.loc[0.0, "regret"] == pytest.approx(0.02)
+    assert table.loc[0.0, "log_drift"] == pytest.approx(np.mean(np.log([3.0, 3.2, 3.4]) - np.log(4.0)))
+    assert table.loc[0.5, "log_drift"] == -np.inf and table.loc[0.5, "p_opt"] == np.inf  # kept, not dropped
+    assert table.loc[0.5, "log_drift_high"] == pytest.approx(np.log(1 / 4))  # the resamples that draw run d twice
+    assert table.loc[0.0, "regret_low"] <= 0.02 <= table.loc[0.0, "regret_high"]
+    assert table["p_opt_at_edge"].tolist() == [1, 1]
 
 
 def _results_with_configs(runs: pd.DataFrame, configs: pd.DataFrame, swept: list[str]):
@@ -127,6 +132,8 @@ def _probed_results(path: Path) -> stats.results.Results:
         "status": ["done"] * 6,
         "p_final": [3.0, 3.2, 3.4, 1.0, 1.2, 1.4],
         "p_opt": [4.0, 4.0, 4.0, 4.0, 5.0, 4.0],
+        "regret": [0.01, 0.02, 0.0, 0.0, 0.04, 0.0],
+        "log_drift": np.log([3.0, 3.2, 3.4, 1.0, 1.2, 1.4]) - np.log([4.0, 4.0, 4.0, 4.0, 5.0, 4.0]),
         "test_map": [0.5, 0.6, 0.7, 0.5, 0.6, 0.7],
         "test_map_at_p_opt": [0.6, 0.6, 0.8, 0.5, 0.7, 0.7],
     })
@@ -151,8 +158,8 @@ def _assert_well_formed_table(markdown: str) -> list[list[str]]:
 def test_markdown_tables_have_as_many_cells_in_every_row_as_the_separator(tmp_path: Path) -> None:
     stats.write_reports(_probed_results(tmp_path))
     header, *_ = _assert_well_formed_table((tmp_path / "drift.md").read_text())
-    assert [cell.strip() for cell in header[:6]] == ["head.margin", "seeds", "learned p", "p_opt (val mAP)", "drift",
-                                                     r"\|drift\|"]
+    assert [cell.strip() for cell in header[:6]] == ["head.margin", "seeds", "regret (val mAP)", "log drift",
+                                                     "learned p", "p_opt (val mAP)"]
     curve = pd.DataFrame({"head.margin": [0.0], "p": [3.0], "seeds": [2], "best": [True], "test_map": [0.5],
                           "test_map_low": [0.4], "test_map_high": [0.6]})
     _assert_well_formed_table(stats.fixed_p_markdown(curve, ["head.margin"]))

@@ -5,6 +5,7 @@ test-time scales."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 from tiny_sweeps import experiment, run_cli
 
 from pooling_lab.evaluate import best_p, reprobe
+from pooling_lab.evaluate.probe import probe_summary
 
 SCALES = ([1.0], [1.0, 0.5])
 
@@ -44,6 +46,10 @@ def status_of(run: Path) -> dict:
     return json.loads((run / "status.json").read_text())
 
 
+def runs_row(root: Path, run: Path) -> pd.Series:
+    return pd.read_csv(root / "runs.csv").set_index("run_dir").loc[run.name]
+
+
 def recorded(root: Path, run: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (run / "probe.csv", run / "status.json", root / "runs.csv")}
 
@@ -55,7 +61,7 @@ def test_a_default_reprobe_uses_the_runs_grid_and_writes_beside_the_recorded_pro
     assert result.exit_code == 0, result.output
     assert recorded(results_dir, run) == before
     again = pd.read_csv(run / "probe_1,2.csv")
-    assert list(again["p"]) == [1.0, 2.0]
+    assert list(again["p"]) == [1.0, 2.0, status_of(run)["p_final"], math.inf]  # inf and the learned p always
     pd.testing.assert_frame_equal(again, pd.read_csv(run / "probe.csv"))  # same grid, same model
     assert f"wrote {run / 'probe_1,2.csv'}" in result.stdout
 
@@ -67,13 +73,13 @@ def test_a_learned_p_outside_the_grid_is_warned_about(results_dir: Path) -> None
     result = run_cli("probe", run, "--p", "1:2:0.5")
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
-        f"warning: the learned p = {p_final:.4g} lies outside the probed grid [1, 2]; "
-        "p_opt is only the best p within it"
+        f"warning: the learned p = {p_final:.4g} lies outside the probed grid [1, 2]: "
+        "the probe measured it and inf, but nothing between it and the grid"
     ]
-    assert list(pd.read_csv(run / "probe_1-2_step0.5.csv")["p"]) == [1.0, 1.5, 2.0]
+    assert list(pd.read_csv(run / "probe_1-2_step0.5.csv")["p"]) == [1.0, 1.5, 2.0, p_final, math.inf]
     inside = run_cli("probe", run, "--p", "1:4:1")
     assert inside.exit_code == 0 and inside.stderr == ""
-    assert list(pd.read_csv(run / "probe_1-4_step1.csv")["p"]) == [1.0, 2.0, 3.0, 4.0]
+    assert sorted(pd.read_csv(run / "probe_1-4_step1.csv")["p"]) == sorted([1.0, 2.0, 3.0, 4.0, p_final, math.inf])
 
 
 def test_replace_rewrites_the_probe_status_and_runs_table(results_dir: Path) -> None:
@@ -81,9 +87,14 @@ def test_replace_rewrites_the_probe_status_and_runs_table(results_dir: Path) -> 
     result = run_cli("probe", run, "--p", "1,1.5", "--replace")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(run / "probe.csv")
-    assert list(table["p"]) == [1.0, 1.5]
     status = status_of(run)
+    assert list(table["p"]) == [1.0, 1.5, status["p_final"], math.inf]
     assert status["p_opt"] == best_p(table)
+    summary = probe_summary(table, status["p_final"], 0.005)
+    assert {key: status[key] for key in summary} == summary
+    assert runs_row(results_dir, run)["regret"] == pytest.approx(summary["regret"])
+    assert f"plateau from p = {summary['p_plateau']:g}" in result.stdout
+    assert f"regret {summary['regret']:.4f} val mAP" in result.stdout
     assert status["status"] == "done" and status["p_final"] > 2
     runs = pd.read_csv(results_dir / "runs.csv").set_index("run_dir")
     assert runs.loc[run.name, "p_opt"] == status["p_opt"]

@@ -7,7 +7,9 @@ pictures:
 
 - ``p_trajectory``: every traced pooling parameter against the training step (``trajectory``);
 - ``p_final``: final learned p against the first swept key (``summary``);
-- ``p_drift``: the same with ``p_opt`` (the probe's best test-time p) beside it (``summary``);
+- ``p_drift``: the same with ``p_opt`` (the probe's best test-time p) and the plateau's p beside
+  it, p = inf (max pooling) at a marked position (``summary``);
+- ``regret``: validation mAP at p_opt minus at the learned p, against the first swept key (``summary``);
 - ``probe_curves``: validation mAP and accuracy against test-time p, learned p starred (``probe``);
 - ``p_histograms``: final per-channel p, one histogram per configuration (``params``);
 - ``metric_vs_p``: test accuracy and mAP against final p, one dot per run (``params``);
@@ -32,13 +34,19 @@ from pooling_lab.analysis.layout import Layout, save_figure
 from pooling_lab.analysis.plots.fixed_p import fixed_p_curve_figure
 from pooling_lab.analysis.plots.params import metric_vs_p_figure, p_histograms_figure
 from pooling_lab.analysis.plots.probe import probe_curves_figure
-from pooling_lab.analysis.plots.summary import final_accuracy_figure, p_drift_figure, p_final_figure
+from pooling_lab.analysis.plots.summary import (
+    final_accuracy_figure,
+    p_drift_figure,
+    p_final_figure,
+    regret_figure,
+)
 from pooling_lab.analysis.plots.trajectory import accuracy_figure, p_trajectory_figure
 
 PLOTS: dict[str, Callable[[SweepData, Layout], Figure | None]] = {
     "p_trajectory": p_trajectory_figure,
     "p_final": p_final_figure,
     "p_drift": p_drift_figure,
+    "regret": regret_figure,
     "probe_curves": probe_curves_figure,
     "p_histograms": p_histograms_figure,
     "metric_vs_p": metric_vs_p_figure,

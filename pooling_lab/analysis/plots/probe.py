@@ -1,10 +1,13 @@
 """Probe curves: validation mAP and accuracy against the test-time p each trained model was
-evaluated with, one curve per configuration, its mean learned p starred on it."""
+evaluated with, one curve per configuration, its mean learned p starred on it.  The curve runs
+over the probe grid's finite p; p = inf (max pooling) is a point of its own at a marked position
+past them (``layout.PAxis``), joined to the curve by a dotted line.  A run's probe point at its
+own learned p (off the grid, ``on_grid`` false) is not part of the curves: the seeds' learned p
+differ, so it would pool no seeds."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,32 +29,41 @@ from pooling_lab.analysis.layout import (
     DEFAULT_LAYOUT,
     MARKER_SIZE,
     Layout,
+    PAxis,
     draw_bands,
     finish,
     legend_title,
+    linestyle,
     new_figure,
 )
-from pooling_lab.experiment.labels import format_value
+from pooling_lab.evaluate.probe import ON_GRID
 
 BEYOND = "learned p beyond the probed p (value shown)"
 PROBE_METRICS = {"map": "mAP", "accuracy": "accuracy"}  # probe.csv column -> panel name
-LOG_X_RATIO = 8.0  # probe curves get a log x axis when the p grid spans more than this
-MAX_GRID_TICKS = 10
 
 
-def _log_scale(p: pd.Series) -> bool:
-    grid = p[np.isfinite(p)]
-    return bool(grid.min() > 0 and grid.max() / grid.min() > LOG_X_RATIO)
+def grid_rows(probe: pd.DataFrame) -> pd.DataFrame:
+    """The probe rows at the grid's p (all of them in a probe.csv without ``on_grid``)."""
+    if ON_GRID not in probe:
+        return probe
+    return probe[probe[ON_GRID].fillna(True).astype(bool)]
 
 
-def _p_axis(ax: Axes, grid: Sequence[float], log_x: bool) -> None:
-    """Test-time p axis: log-scaled when asked, ticks at the probed values (every k-th of them
-    when there are more than ``MAX_GRID_TICKS``), labelled with the values themselves."""
-    if log_x:
-        ax.set_xscale("log")
-        ax.set_xticks([], minor=True)
-    ticks = list(grid)[:: math.ceil(len(grid) / MAX_GRID_TICKS)]
-    ax.set_xticks(ticks, [format_value(p) for p in ticks])
+def _draw_inf(ax: Axes, bands: pd.DataFrame, colours: dict[str, Any], inf_at: float) -> None:
+    """Each group's point at p = inf (drawn at ``inf_at``), with its min-max bar over seeds,
+    joined by a dotted line to the group's last finite point."""
+    for config, _, done, rows in ordered_groups(bands, colours):
+        at_inf = rows[rows["p"] == inf_at]
+        if at_inf.empty:
+            continue
+        point, colour = at_inf.iloc[0], colours[config]
+        finite = rows[rows["p"] < inf_at]
+        if not finite.empty:
+            last = finite.iloc[-1]
+            ax.plot([last["p"], inf_at], [last["mean"], point["mean"]], color=colour, linestyle=":", linewidth=1.0)
+        spread = [[point["mean"] - point["low"]], [point["high"] - point["mean"]]] if point["seeds"] > 1 else None
+        ax.errorbar([inf_at], [point["mean"]], yerr=spread, color=colour, marker="o", markersize=MARKER_SIZE,
+                    markerfacecolor=colour if done else "white", linestyle=linestyle(done), capsize=2)
 
 
 def _star(colour: Any, filled: bool) -> dict[str, Any]:
@@ -70,7 +82,7 @@ def _star(colour: Any, filled: bool) -> dict[str, Any]:
 def _mark_learned(
     ax: Axes, bands: pd.DataFrame, learned: pd.Series, colours: dict[str, Any], log_x: bool
 ) -> bool:
-    """A star on each group's curve at the group's mean learned p (interpolated along the line
+    """A star on each group's curve (``bands`` at finite p) at the group's mean learned p (interpolated along the line
     as drawn, i.e. in log p on a log axis).  A learned p outside the probed range has no point
     on the curve: an open star at the curve's end nearest to it, labelled with its value, stands
     for it.  Returns whether some learned p was outside."""
@@ -98,7 +110,7 @@ def probe_curves_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
     """Validation mAP and accuracy against test-time p (one panel each), one curve per
     configuration (mean and min-max band over seeds), its mean learned p starred on it;
     ``None`` without probe results."""
-    probe = data.probe
+    probe = grid_rows(data.probe)
     metrics = [metric for metric in PROBE_METRICS if has_values(probe, "p", metric)]
     if not metrics:
         return None
@@ -110,15 +122,19 @@ def probe_curves_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Fig
         return None
     probed = data.runs[data.runs["run_id"].isin(probe["run_id"])]
     learned = learned_p(probed, groups)
-    grid = sorted(bands["p"].unique())
-    log_x = _log_scale(bands["p"])
+    grid = sorted(p for p in bands["p"].unique() if np.isfinite(p))
+    axis = PAxis.of(bands["p"])
+    bands = bands.assign(p=axis.place(bands["p"]))
     fig, axes = new_figure(len(metrics), layout)
     outside = False
     for ax, metric in zip(axes, metrics, strict=True):
         rows = bands[bands["metric"] == metric]
-        draw_bands(ax, rows, "p", colours)
-        outside |= _mark_learned(ax, rows, learned, colours, log_x)
-        _p_axis(ax, grid, log_x)
+        finite = rows[rows["p"] <= axis.top]
+        draw_bands(ax, finite, "p", colours)
+        if axis.inf_at is not None:
+            _draw_inf(ax, rows, colours, axis.inf_at)
+        outside |= _mark_learned(ax, finite, learned, colours, axis.log)
+        axis.draw(ax, "x", grid)
         ax.set_title(PROBE_METRICS[metric])
         ax.set_xlabel("test-time p")
         ax.set_ylabel(f"validation {PROBE_METRICS[metric]}")

@@ -1,12 +1,14 @@
 """One number per run against the first swept key: the final learned p, the p-drift figure
-(learned p beside ``p_opt``, the probe's best test-time p) and the final test accuracy; per
-configuration of the other swept keys the mean over seeds with min-max error bars, and every
-run as a faint dot."""
+(learned p beside ``p_opt``, the probe's best test-time p, and the plateau's p), the mAP regret
+at the learned p and the final test accuracy; per configuration of the other swept keys the mean
+over seeds with min-max error bars, and every run as a faint dot.  In the p-drift figure p = inf
+(max pooling) sits at a marked position past the largest finite p (``layout.PAxis``); a mean over
+seeds that includes it is inf."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -14,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pooling_lab.analysis.drift import with_probe_summary
 from pooling_lab.analysis.groups import (
     ALL_RUNS,
     SweepData,
@@ -28,6 +31,7 @@ from pooling_lab.analysis.layout import (
     DEFAULT_LAYOUT,
     MARKER_SIZE,
     Layout,
+    PAxis,
     finish,
     legend_title,
     linestyle,
@@ -51,6 +55,8 @@ class PSeries:
 
 LEARNED = PSeries("p_final", "learned p", "o", "-", filled=True)
 BEST = PSeries("p_opt", "p_opt (best test-time p, val mAP)", "D", "--", filled=False)
+PLATEAU = PSeries("p_plateau", "p_plateau (smallest p near the best)", "v", ":", filled=False)
+REGRET = PSeries("regret", "regret: val mAP at p_opt − at the learned p", "s", "-", filled=True)
 ACCURACY = PSeries("test_accuracy", "test accuracy", "s", "-", filled=True)
 
 
@@ -72,16 +78,16 @@ def _positions(values: pd.Series) -> tuple[pd.Series, list[float], list[str]]:
 def _draw_p_series(
     ax: Axes,
     frame: pd.DataFrame,
+    bands: pd.DataFrame,
     groups: pd.DataFrame,
     colours: dict[str, Any],
     series: PSeries,
     connect: bool,
     seeds: bool,
 ) -> None:
-    """Per group the mean over seeds, with min-max error bars where it pools several runs, and
-    (``seeds``) every run as a faint marker; ``frame`` has ``run_id``, ``_x`` and the series'
-    column."""
-    bands = seed_bands(frame, groups, x="_x", y=series.column)
+    """Per group the mean over seeds (``bands``), with min-max error bars where it pools several
+    runs, and (``seeds``) every run of ``frame`` (``run_id``, ``_x`` and the series' column) as
+    a faint marker."""
     for config, _, done, rows in ordered_groups(bands, colours):
         colour = colours[config]
         ax.errorbar(
@@ -112,10 +118,11 @@ def _draw_p_series(
 
 
 def _run_summary_figure(
-    data: SweepData, layout: Layout, series: Sequence[PSeries], ylabel: str = "p"
+    data: SweepData, layout: Layout, series: Sequence[PSeries], ylabel: str = "p", p_axis: bool = False
 ) -> Figure | None:
     """The ``series`` against the first swept key; colours are the combinations of the other
-    swept keys.  ``None`` when no run has a value of the first series."""
+    swept keys.  ``None`` when no run has a value of the first series.  With ``p_axis`` the y
+    axis is one of p (``PAxis``: log-scaled for a wide range, inf at a marked position)."""
     runs = data.runs
     if not has_values(runs, series[0].column):
         return None
@@ -127,11 +134,19 @@ def _run_summary_figure(
     numeric = key is not None and all(is_number(value) for value in runs[key])
     groups = layout.groups(runs, rest)
     colours = layout.colours(runs, rest)
+    series = [one for one in series if one.column in runs]
     frames = [runs[["run_id", one.column]].assign(_x=x) for one in series]
-    seeds = several_seeds(*(seed_bands(frame, groups, x="_x", y=one.column) for frame, one in zip(frames, series, strict=True)))
+    bands = [seed_bands(frame, groups, x="_x", y=one.column, keep_infinite=p_axis) for frame, one in zip(frames, series, strict=True)]
+    seeds = several_seeds(*bands)
+    axis = PAxis.of(pd.concat([frame[one.column] for frame, one in zip(frames, series, strict=True)])) if p_axis else None
+    if axis is not None:
+        frames = [frame.assign(**{one.column: axis.place(frame[one.column])}) for frame, one in zip(frames, series, strict=True)]
+        bands = [band.assign(**{c: axis.place(band[c]) for c in ("mean", "low", "high")}) for band in bands]
     fig, (ax,) = new_figure(1, layout)
-    for frame, one in zip(frames, series, strict=True):
-        _draw_p_series(ax, frame, groups, colours, one, connect=numeric, seeds=seeds)
+    for frame, band, one in zip(frames, bands, series, strict=True):
+        _draw_p_series(ax, frame, band, groups, colours, one, connect=numeric, seeds=seeds)
+    if axis is not None:
+        axis.draw(ax, "y")
     ax.set_xticks(ticks, tick_labels)
     if sum(map(len, tick_labels)) > 40:  # many or long category names: slant them
         ax.tick_params(axis="x", labelrotation=40)
@@ -178,11 +193,22 @@ def p_final_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure |
 
 
 def p_drift_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
-    """The p-drift figure: final learned p and ``p_opt`` against the first swept key, same x,
-    so the gap between them shows; ``None`` when no run has a ``p_opt``."""
-    if not has_values(data.runs, BEST.column):
+    """The p-drift figure: final learned p, ``p_opt`` and ``p_plateau`` against the first swept
+    key, same x, so the gaps between them show; ``None`` when no run has a ``p_opt``."""
+    runs = with_probe_summary(data.runs, data.probe, data.configs)
+    if not runs["p_opt"].notna().any():
         return None
-    return _run_summary_figure(data, layout, [LEARNED, BEST])
+    series = [LEARNED, BEST, *([PLATEAU] if runs[PLATEAU.column].notna().any() else [])]
+    return _run_summary_figure(replace(data, runs=runs), layout, series, p_axis=True)
+
+
+def regret_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:
+    """The mAP regret at the learned p (validation mAP at p_opt minus at the learned p) against
+    the first swept key; ``None`` when no run has one."""
+    runs = with_probe_summary(data.runs, data.probe, data.configs)
+    if not has_values(runs, REGRET.column):
+        return None
+    return _run_summary_figure(replace(data, runs=runs), layout, [REGRET], ylabel="mAP regret (val)")
 
 
 def final_accuracy_figure(data: SweepData, layout: Layout = DEFAULT_LAYOUT) -> Figure | None:

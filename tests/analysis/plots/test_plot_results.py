@@ -85,6 +85,7 @@ def test_single_run_single_step_without_sweep():
         "p_trajectory",
         "p_final",
         "p_drift",
+        "regret",
         "probe_curves",
         "metric_vs_p",
         "accuracy",

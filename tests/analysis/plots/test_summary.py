@@ -13,6 +13,7 @@ from numpy.testing import assert_allclose
 from pooling_lab.analysis.groups import SweepData
 from pooling_lab.analysis.plots.summary import (
     BEST,
+    PLATEAU,
     final_accuracy_figure,
     p_drift_figure,
     p_final_figure,
@@ -20,6 +21,7 @@ from pooling_lab.analysis.plots.summary import (
 
 from ..frames import (
     MARGINS,
+    PROBE_P,
     SEEDS,
     errorbar_data,
     legend_labels,
@@ -28,6 +30,7 @@ from ..frames import (
     one_seed,
     p_final,
     p_opt,
+    probe_map,
 )
 
 
@@ -66,13 +69,21 @@ def test_final_accuracy_figure_per_categorical_value():
     assert ax.get_ylabel() == "test accuracy"
 
 
-def test_p_drift_figure_draws_learned_p_and_p_opt_at_the_same_x():
+def plateau(margin: float, seed: int, tolerance: float = 0.005) -> float:
+    """The smallest p of the probe grid or the learned p whose mAP is within ``tolerance`` of the best."""
+    points = {p: probe_map(margin, seed, p) for p in (*PROBE_P, p_final(margin, seed))}
+    best = max(points.values())
+    return min(p for p, value in points.items() if value >= best - tolerance)
+
+
+def test_p_drift_figure_draws_learned_p_p_opt_and_the_plateau_at_the_same_x():
     fig = p_drift_figure(make_data())
     (ax,) = fig.axes
-    learned, best = ax.containers
+    learned, best, plateaus = ax.containers
     finals = [[p_final(m, seed) for seed in SEEDS] for m in MARGINS]
     optima = [[p_opt(m, seed) for seed in SEEDS] for m in MARGINS]
-    for container, values in ((learned, finals), (best, optima)):
+    smallest = [[plateau(m, seed) for seed in SEEDS] for m in MARGINS]
+    for container, values in ((learned, finals), (best, optima), (plateaus, smallest)):
         x, y, extents = errorbar_data(container)
         assert x == list(MARGINS)
         assert y == pytest.approx([np.mean(v) for v in values])
@@ -83,10 +94,10 @@ def test_p_drift_figure_draws_learned_p_and_p_opt_at_the_same_x():
     dots = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
     assert_allclose(
         sorted(map(tuple, np.vstack(dots).tolist())),
-        sorted((m, value) for m in MARGINS for s in SEEDS for value in (p_final(m, s), p_opt(m, s))),
+        sorted((m, value) for m in MARGINS for s in SEEDS for value in (p_final(m, s), p_opt(m, s), plateau(m, s))),
     )
     labels = legend_labels(fig)
-    assert labels == ["learned p", BEST.label, "individual seeds"]
+    assert labels == ["learned p", BEST.label, PLATEAU.label, "individual seeds"]
 
 
 def test_p_drift_figure_is_skipped_without_p_opt():
