@@ -242,11 +242,11 @@ def probe(
     p: Annotated[str | None, typer.Option("--p", help="Test-time p values: start:stop:step (stop included) or a "
                                           "comma list [default: the run's eval.probe_p].")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the run's probe.csv and its p_opt (status.json, "
-                                          "runs.csv) instead of writing probe_<grid>.csv beside them.")] = False,
+                                          "runs.csv) instead of writing `probe_<grid>.csv` beside them.")] = False,
     debug: Debug = False,
 ) -> None:
     """Evaluate a trained run with its GeM p replaced by each value, by inf (max pooling) and by
-    its learned p; write probe_<grid>.csv beside the recorded probe.csv (or, with --replace,
+    its learned p; write `probe_<grid>.csv` beside the recorded probe.csv (or, with --replace,
     rewrite probe.csv, p_opt, the plateau, the edge flag, the regret and the log drift)."""
     from pooling_lab.evaluate.reprobe import parse_p_values, reprobe
 
@@ -269,19 +269,19 @@ def probe(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A finished run's directory (it needs checkpoint.pt).")],
     data: Annotated[str, typer.Option("--data", help="roxford5k or rparis6k.")],
-    root: Annotated[Path, typer.Option("--root", help="Folder holding <data>/gnd_<data>.pkl and <data>/jpg/ "
+    root: Annotated[Path, typer.Option("--root", help="Folder holding `<data>/gnd_<data>.pkl` and `<data>/jpg/` "
                                        "(revisitop's data/datasets).")] = Path("~/.cache/pooling-lab"),
     download: Annotated[bool, typer.Option("--download", help="Download a missing data set (needs internet).")] = False,
     image_size: Annotated[int | None, typer.Option("--image-size", min=16, max=1024, help="Side of the square images "
                                                    "[default: the run's].")] = None,
     cache_root: Annotated[Path | None, typer.Option("--cache-root", help="Folder of the decoded-image cache "
                                                     "[default: ~/.cache/pooling-lab/image-cache].")] = None,
-    replace: Annotated[bool, typer.Option("--replace", help="Evaluate again over an earlier revisited_<data>.csv.")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Evaluate again over an earlier `revisited_<data>.csv`.")] = False,
     debug: Debug = False,
 ) -> None:
     """Evaluate a trained run on revisited Oxford or Paris (evaluation-only data sets) with
     multi-scale descriptors: easy / medium / hard mAP and mP@1, 5, 10 as fractions, written to
-    revisited_<data>.csv in the run folder; what the run recorded stays as it is."""
+    `revisited_<data>.csv` in the run folder; what the run recorded stays as it is."""
     from pooling_lab.data.spec import EVALUATION_ONLY_DATASETS
     from pooling_lab.evaluate.landmarks import evaluate_on_revisited
 

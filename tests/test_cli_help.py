@@ -29,6 +29,23 @@ def test_run_help_keeps_the_placeholder_of_the_results_folder():
     assert "runs go to OUT/<name>/" in result.output
 
 
+def _help_texts(command) -> list[str]:
+    """The help a command was given: its docstring and its parameters' help strings."""
+    import typer.main
+
+    click_command = typer.main.get_command(app)
+    for name in command:
+        click_command = click_command.commands[name]
+    return [click_command.help or "", *(getattr(param, "help", None) or "" for param in click_command.params)]
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c and c[0] != "list"], ids=" ".join)
+def test_every_placeholder_written_in_a_help_text_is_shown(command):
+    placeholders = {m for text in _help_texts(command) for m in re.findall(r"[\w./]*<\w+>[\w./]*", text)}
+    shown = " ".join(invoke(*command, "--help").output.split())
+    assert [p for p in placeholders if p not in shown] == []
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
 def test_flags_show_no_value_type_but_options_with_values_do(command):
     result = invoke(*command, "--help")
