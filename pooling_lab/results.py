@@ -53,6 +53,9 @@ SUMMARY_FIRST = ["p_final", "p_opt", "test_accuracy", "val_accuracy"]
 # recorded lack them
 PROBE_SUMMARY = ["p_plateau", "p_opt_at_edge", "regret", "log_drift", "log_drift_plateau"]
 SUMMARY_LAST = ["epoch", "step", "wall_time_s"]
+# where a run's time went (training with its per-epoch accuracy; the final evaluation and probe);
+# runs recorded before lack them
+TIMES = ["train_time_s", "eval_time_s"]
 PROTOCOL = "protocol"  # closed | open: ``DataConfig.protocol``, in status.json and runs.csv
 UNRECORDED_PROTOCOL = "closed"  # the only protocol there was before runs recorded theirs
 T = TypeVar("T")
@@ -66,7 +69,7 @@ def summary_columns(*statuses: dict[str, Any]) -> list[str]:
     metrics = sorted(key for key in keys if key.startswith(("test_", "val_")) and key not in SUMMARY_FIRST)
     probe = [key for key in PROBE_SUMMARY if key in keys]
     return [*SUMMARY_FIRST[:2], *probe, *SUMMARY_FIRST[2:], *sorted(metrics, key=lambda k: (not k.startswith("test_"), k)),
-            *SUMMARY_LAST]
+            *SUMMARY_LAST[:2], *(key for key in TIMES if key in keys), *SUMMARY_LAST[2:]]
 
 
 @dataclass(frozen=True)

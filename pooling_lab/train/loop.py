@@ -135,7 +135,8 @@ class Trainer:
         self.skipped_steps = 0
         self.metrics = pd.DataFrame(columns=results.METRIC_COLUMNS)
         self.params = pd.DataFrame(columns=results.PARAM_COLUMNS)
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # training time, kept across resumes in the checkpoint
+        self.eval_time = 0.0  # the final evaluation's
         self._clock = time.perf_counter()
 
     # --- state ---------------------------------------------------------------------------------
@@ -333,11 +334,13 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """The final evaluation (``evaluate_trained``): writes final_params.csv and probe.csv and
         marks the run done, with ``flags`` naming what looks wrong in its numbers."""
+        start = time.perf_counter()
         self._write_final_params()
         final = evaluate_trained(self.model, self.eval_batches, self.config.eval, self.config.eval.probe_p,
                                  self.compute.autocast())
         if final.probe is not None:
             results.write_csv(self.files.probe, final.probe)
+        self.eval_time = time.perf_counter() - start  # the metrics were read to the host: no sync needed
         summary = self._summary() | final.metrics
         return results.update_status(self.files, status="done", finished=results.now(),
                                      flags=run_flags(summary, self.num_classes), **summary)
@@ -372,7 +375,8 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         last = self.metrics.iloc[-1] if not self.metrics.empty else {}
         return {
-            "epoch": self.epoch, "step": self.step, "wall_time_s": round(self.elapsed, 3),
+            "epoch": self.epoch, "step": self.step, "train_time_s": round(self.elapsed, 3),
+            "eval_time_s": round(self.eval_time, 3), "wall_time_s": round(self.elapsed + self.eval_time, 3),
             "p_final": global_p(self.model.pool), "skipped_steps": self.skipped_steps,
             "test_accuracy": float(last.get("test_accuracy", float("nan"))) if len(last) else float("nan"),
             "val_accuracy": float(last.get("val_accuracy", float("nan"))) if len(last) else float("nan"),
