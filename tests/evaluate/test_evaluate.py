@@ -16,6 +16,8 @@ from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.train.loop import SilentProgress, Trainer
 
+from .tiny_model import LEARNED_P, batches_of, tiny_model
+
 
 def brute_force_ap(similarity: np.ndarray, labels: np.ndarray) -> tuple[list[float], list[list[bool]]]:
     """Per query: AP over the ranking of all others (ties broken by index), and the relevance
@@ -75,23 +77,13 @@ def test_best_p_prefers_map_then_smaller_p() -> None:
 
 
 def test_probe_at_the_learned_p_reproduces_the_evaluation() -> None:
-    torch.manual_seed(0)
-    config = ExperimentConfig.model_validate({
-        "name": "t", "data": {"dataset": "synthetic"},
-        "model": {"backbone": {"name": "small_cnn", "width": 8, "depth": 2}, "pool": {"name": "gem", "p": 2.7},
-                  "embedding_dim": 16},
-        "head": {"name": "arcface"},
-    })
-    model = build_model(config, in_channels=3, num_classes=4)
-    with torch.no_grad():
-        model.pool.p.fill_(3.37)
+    model = tiny_model()
     images = torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8)
-    split = Split(images, torch.arange(50) % 4)
-    batches = BatchLoader(split, 16, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3)
+    batches = batches_of(images, torch.arange(50) % 4)
     metrics = ["accuracy", "map", "recall@1"]
     own = evaluate.split_metrics(evaluate.SplitPass(model, batches).outputs(), metrics)
-    table = evaluate.probe(evaluate.SplitPass(model, batches, keep_maps=True), [1.0, 3.37, 8.0], metrics)
-    at_learned = table.set_index("p").loc[3.37]
+    table = evaluate.probe(evaluate.SplitPass(model, batches, keep_maps=True), [1.0, LEARNED_P, 8.0], metrics)
+    at_learned = table.set_index("p").loc[LEARNED_P]
     for metric in metrics:
         assert at_learned[metric] == pytest.approx(own[metric], abs=1e-6)
     assert not np.isclose(table.set_index("p").loc[1.0, "map"], own["map"])

@@ -15,8 +15,9 @@ from pooling_lab import evaluate, results
 from pooling_lab.data import BatchLoader, DataSplits, Split
 from pooling_lab.evaluate import EvalBatches, evaluate_trained, retrieval_map
 from pooling_lab.evaluate.probe import ON_GRID, probe, probe_points, probe_summary
-from pooling_lab.experiment import EvalConfig, ExperimentConfig
-from pooling_lab.models import build_model
+from pooling_lab.experiment import EvalConfig
+
+from .tiny_model import LEARNED_P, batches_of, tiny_model
 
 INF = math.inf
 
@@ -62,24 +63,6 @@ def test_without_a_row_at_the_learned_p_there_is_no_regret() -> None:
     assert math.isnan(probe_summary(table({1: 0.5}), math.nan, 0.005)["log_drift"])
 
 
-def model_and_batches(seed: int = 0):
-    torch.manual_seed(seed)
-    config = ExperimentConfig.model_validate({
-        "name": "t", "data": {"dataset": "synthetic"},
-        "model": {"backbone": {"name": "small_cnn", "width": 8, "depth": 2}, "pool": {"name": "gem", "p": 2.7},
-                  "embedding_dim": 16},
-        "head": {"name": "arcface"},
-    })
-    model = build_model(config, in_channels=3, num_classes=4)
-    with torch.no_grad():
-        model.pool.p.fill_(3.37)
-    return model
-
-
-def batches_of(images: torch.Tensor, labels: torch.Tensor) -> BatchLoader:
-    return BatchLoader(Split(images, labels), 16, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3)
-
-
 def embeddings_with(model, batches: BatchLoader, pool) -> torch.Tensor:
     """Independently of the evaluation code: backbone, the given pool, the embedding."""
     model.eval()
@@ -88,17 +71,17 @@ def embeddings_with(model, batches: BatchLoader, pool) -> torch.Tensor:
 
 
 def test_the_probe_measures_max_pooling_at_inf_and_the_learned_p_off_the_grid() -> None:
-    model = model_and_batches()
+    model = tiny_model()
     images = torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8)
     batches = batches_of(images, torch.arange(50) % 4)
-    probed = probe(evaluate.SplitPass(model, batches, keep_maps=True), [1.0, 8.0], ["accuracy", "map"], learned=3.37)
-    assert list(probed["p"]) == [1.0, 3.37, 8.0, INF]
+    probed = probe(evaluate.SplitPass(model, batches, keep_maps=True), [1.0, 8.0], ["accuracy", "map"], learned=LEARNED_P)
+    assert list(probed["p"]) == [1.0, LEARNED_P, 8.0, INF]
     assert list(probed[ON_GRID]) == [True, False, True, True]
     labels = torch.arange(50) % 4
     at_inf = retrieval_map(embeddings_with(model, batches, lambda x: x.amax(dim=(2, 3))), labels)
     assert probed.set_index("p").loc[INF, "map"] == pytest.approx(at_inf, abs=1e-9)
     own = evaluate.split_metrics(evaluate.SplitPass(model, batches).outputs(), ["accuracy", "map"])
-    assert probed.set_index("p").loc[3.37, "map"] == pytest.approx(own["map"], abs=1e-6)
+    assert probed.set_index("p").loc[LEARNED_P, "map"] == pytest.approx(own["map"], abs=1e-6)
 
 
 def test_inf_round_trips_through_probe_csv_and_results_load(tmp_path: Path) -> None:
@@ -116,7 +99,7 @@ def test_inf_round_trips_through_probe_csv_and_results_load(tmp_path: Path) -> N
 
 
 def test_the_open_set_evaluation_takes_accuracy_from_seen_and_retrieval_from_unseen_images() -> None:
-    model = model_and_batches(1)
+    model = tiny_model(1)
     seen = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8), torch.arange(40) % 4
     unseen = torch.randint(0, 256, (30, 3, 16, 16), dtype=torch.uint8), 4 + torch.arange(30) % 3
     unseen_val = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8), 4 + torch.arange(24) % 3
@@ -132,7 +115,7 @@ def test_the_open_set_evaluation_takes_accuracy_from_seen_and_retrieval_from_uns
     assert final.metrics["val_map"] == pytest.approx(
         retrieval_map(embeddings_with(model, batches.unseen_val, model.pool), unseen_val[1]), abs=1e-9)
     assert list(final.probe.columns) == ["p", "map", ON_GRID]  # the head has no unseen class to be accurate on
-    assert list(final.probe["p"]) == [2.0, pytest.approx(3.37), 6.0, INF]
+    assert list(final.probe["p"]) == [2.0, pytest.approx(LEARNED_P), 6.0, INF]
     expected = probe_summary(final.probe, final.probe["p"][1], 0.005)
     assert {key: final.metrics[key] for key in expected} == expected
 
