@@ -165,9 +165,12 @@ def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
 
 def remove_partial_writes(files: RunFiles) -> None:
     """Delete what writes cut short left behind: the temporary files (``atomic``: ``.NAME.*.tmp``)
-    of a process killed between writing and renaming.  Only the run's owner may call this."""
+    of a process killed between writing and renaming.  Only the run's owner may call this.  The
+    temporaries of claim files are spared: they may belong to a process racing for the claim
+    this very moment, whose write would fail if its temporary vanished before the link."""
     for leftover in files.root.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+        if not leftover.name.startswith(".claim."):
+            leftover.unlink(missing_ok=True)
 
 
 def check_writable(root: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tiny_sweeps import experiment, run_cli, start, status_of
 
 from pooling_lab.experiment import load_plan
+from pooling_lab.results import RunFiles, remove_partial_writes
 from pooling_lab.run import claims
 
 SHORT = {"epochs": 1}
@@ -111,3 +112,15 @@ def test_only_one_of_many_racing_processes_gets_a_claim(tmp_path: Path) -> None:
     for child in children:
         child.join(timeout=60)
     assert sum(won) == 1 and len(list(tmp_path.glob("claim.*.json"))) == 1
+
+
+def test_the_owner_cleaning_its_run_folder_spares_a_rival_claim_in_the_making(tmp_path: Path) -> None:
+    """A process that lost the race for ``claim.0.json`` may still be between writing its
+    temporary file and linking it; the winner's clean-up must not pull that file away (it did,
+    and the loser failed with "claim.0.json: No such file or directory")."""
+    rival = tmp_path / ".claim.0.json.0123456789ab.tmp"
+    cut_short = tmp_path / ".status.json.0123456789ab.tmp"
+    for leftover in (rival, cut_short):
+        leftover.write_text("{}")
+    remove_partial_writes(RunFiles(tmp_path))
+    assert rival.exists() and not cut_short.exists()
