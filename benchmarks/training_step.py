@@ -24,8 +24,9 @@ from benchmarks.report import main_for
 from pooling_lab.data import load_data
 from pooling_lab.experiment import ExperimentConfig, RunSpec
 from pooling_lab.results import RunFiles
-from pooling_lab.train.loop import EpochTotals, SilentProgress, Trainer
+from pooling_lab.train.loop import SilentProgress, Trainer
 from pooling_lab.train.optim import build_optimizer
+from pooling_lab.train.totals import EpochTotals
 
 CONFIG = {
     "name": "bench",
@@ -52,7 +53,7 @@ def _minimal(trainer: Trainer):
     optimizer = build_optimizer(model, trainer.config.optim)
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        loss = model.head.loss(model(images, labels), labels)
+        loss = model.head.loss(model(images, labels)[0], labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

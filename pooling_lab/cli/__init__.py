@@ -123,6 +123,8 @@ def run(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Train N runs at once in separate processes, "
                                       "dividing the CPU threads (or the visible GPUs) between them.")] = 1,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed or diverged run.")] = False,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Train each run data-parallel on G GPUs of this "
+                                             "machine: starts `torchrun --nproc_per_node=G` with this command.")] = None,
     debug: Debug = False,
 ) -> None:
     """Train every run of an experiment (finished runs are skipped, interrupted ones resumed;
@@ -132,15 +134,26 @@ def run(
 
     Progress: stdout gets one line per run start (or resume), epoch and end as they happen, so a
     log fills while the runs go; failures go to stderr at once; on a terminal, stderr also shows
-    live bars with an ETA, one per run in training."""
+    live bars with an ETA, one per run in training.
+
+    Several GPUs: `torchrun --nproc_per_node=G -m pooling_lab run EXP.yaml` (or `--gpus G`) trains
+    each run on G processes, each on its share of every batch; rank 0 writes the results."""
     from pooling_lab import results
     from pooling_lab.experiment import load_plan
     from pooling_lab.run import signals
     from pooling_lab.run.parallel import new_job, run_parallel
     from pooling_lab.run.progress import SweepDisplay, TrainerProgress, plan_table, summary_table
     from pooling_lab.run.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
+    from pooling_lab.train import distributed
 
+    if gpus is not None and not dry_run:
+        with user_errors(debug):
+            if jobs > 1:
+                raise UserError("--gpus and --jobs do not go together: each run takes all G GPUs", field="--jobs")
+            distributed.start_torchrun(gpus, _run_arguments(experiment, out, overrides, quiet, fail_fast, debug))
     with user_errors(debug):
+        if jobs > 1 and distributed.launched_by_torchrun():
+            raise UserError("--jobs cannot be used under torchrun (each run already takes every process)", field="--jobs")
         plan = load_plan(experiment, overrides or [])
         root = experiment_dir(plan, out)
         if dry_run:
@@ -148,9 +161,10 @@ def run(
                       for s in plan.runs}
             console.print(plan_table(plan, states))
             return
-        prepared = prepare(plan, out)
-    display = SweepDisplay(console, errors, root, len(plan.runs), quiet=quiet)
-    with signals.catching(), user_errors(debug):
+        world = distributed.join()
+        prepared = prepare(plan, out, world)
+    display = SweepDisplay(console, errors, root, len(plan.runs), quiet=quiet or not world.is_main)
+    with signals.catching(), user_errors(debug), contextlib.closing(world):
         try:
             with display:
                 if jobs > 1:
@@ -159,18 +173,28 @@ def run(
                         raise signals.Interrupted(stopped_by)
                     statuses = final_statuses(prepared)
                 else:
-                    statuses = run_plan(prepared, progress=TrainerProgress(display), on_event=display, fail_fast=fail_fast)
+                    statuses = run_plan(prepared, progress=TrainerProgress(display), on_event=display, fail_fast=fail_fast,
+                                        world=world)
         except signals.Interrupted as error:
             errors.print(f"{error}: checkpointed; run the same command again to resume", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             errors.print("interrupted: run the same command again to resume from the last checkpoint", soft_wrap=True)
             raise typer.Exit(130) from None
-    if not quiet:
-        console.print(summary_table(plan, statuses))
-    console.print(f"results: {root}", soft_wrap=True)
+    if world.is_main:
+        if not quiet:
+            console.print(summary_table(plan, statuses))
+        console.print(f"results: {root}", soft_wrap=True)
     if unfinished(statuses):
         raise typer.Exit(1)
+
+
+def _run_arguments(experiment: Path, out: Path, overrides: list[str] | None, quiet: bool, fail_fast: bool,
+                   debug: bool) -> list[str]:
+    """The arguments of `pooling-lab run` that each torchrun process gets (--gpus left out)."""
+    flags = [flag for flag, on in (("--quiet", quiet), ("--fail-fast", fail_fast), ("--debug", debug)) if on]
+    sets = [part for override in overrides or [] for part in ("--set", override)]
+    return ["run", str(experiment), "--out", str(out), *sets, *flags]
 
 
 @app.command()

@@ -6,6 +6,11 @@ device as the data: the caller creates ``torch.Generator(device=device)`` and se
 checkpoint can save and restore ``generator.get_state()`` to replay the same batches.  With
 ``m_per_class`` every batch holds that many images of each of batch_size / m_per_class classes
 (see m_per_class.py), whatever ``shuffle`` and ``drop_last`` say.
+
+With ``share=(rank, ranks)`` (one run on several processes) every process draws the same global
+batches and keeps its contiguous part of each (the rank-th of ``ranks`` equal parts, so the
+M-per-class blocks stay whole): the processes together see exactly the batches one process
+would, with the same augmentation draws, and their random streams stay in step.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         channels_last: bool = False,
         m_per_class: int | None = None,
+        share: tuple[int, int] = (0, 1),
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -50,6 +56,7 @@ class BatchLoader:
         self.generator = generator
         self.m_per_class = None if m_per_class is None else MPerClassOrder(self.labels, batch_size, m_per_class)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.rank, self.ranks = share
         # x = (pixel / 255 - mean) / std, folded into one multiply and one subtract
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -72,7 +79,20 @@ class BatchLoader:
             order = torch.arange(n, device=self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield self._prepare(self.images[index]), self.labels[index]
+            part = self._part(len(index))
+            if self.draws_at_random:  # augment the whole batch, so that the draws match one process's
+                yield self._prepare(self.images[index])[part], self.labels[index[part]]
+            else:
+                index = index[part]
+                yield self._prepare(self.images[index]), self.labels[index]
+
+    def _part(self, batch: int) -> slice:
+        """This rank's part of a batch of ``batch`` images."""
+        return slice(self.rank * batch // self.ranks, (self.rank + 1) * batch // self.ranks)
+
+    @property
+    def draws_at_random(self) -> bool:
+        return self.resized_crop is not None or bool(self.crop_padding) or self.flip
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if self.resized_crop is not None:

@@ -109,12 +109,17 @@ class TrainConfig(StrictModel):
     compile: bool = Field(
         False, description="torch.compile the backbone; where compilation fails the run goes on eagerly"
     )
+    sync_batchnorm: bool = Field(
+        False, description="under torchrun on CUDA: batch-norm statistics over the whole batch (SyncBatchNorm) "
+        "instead of each GPU's share"
+    )
     batch_sampler: BatchSamplerConfig | None = optional_field(
         "{m_per_class: M}: batches of M images per class, which pair losses need (null: random batches)"
     )
 
-    # how a run computes and how often it saves, not what it computes: left out of the run id
-    NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "checkpoint_every_steps", "compile"})
+    # how a run computes and how often it saves, not what it computes: left out of the run id (so
+    # are the number of processes and sync_batchnorm, which only matter under torchrun)
+    NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "checkpoint_every_steps", "compile", "sync_batchnorm"})
 
     @field_validator("device")
     @classmethod

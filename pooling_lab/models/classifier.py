@@ -46,8 +46,12 @@ class Classifier(nn.Module):
         """The descriptor the head sees (after pooling and projection, not normalised)."""
         return self.embedding(self.pool(self.backbone(images)))
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.embed(images), labels)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's output (with the margin where labels are given) and the descriptor it saw.
+        The training step goes through here, so that a DistributedDataParallel wrapper sees
+        every parameter's use."""
+        embeddings = self.embed(images)
+        return self.head(embeddings, labels), embeddings
 
     def pools(self) -> list[tuple[str, Pool]]:
         """Every pooling module with its dotted name (global pool and any local pools)."""

@@ -4,10 +4,14 @@ Finished runs are skipped and interrupted ones resumed from their checkpoints.  
 claimed first (``claims``), so several processes (``--jobs``, or ``pooling-lab run`` started twice,
 on one machine or on several sharing the directory) divide the runs and never run one twice.  A
 failed or diverged run is reported at once and the sweep goes on, unless ``fail_fast``.
+
+Under torchrun every rank walks the plan together: rank 0 claims and decides what each run
+needs, the other ranks follow its decision (``World.share``) and train the same run with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -28,12 +32,14 @@ from pooling_lab.models import build_model
 from pooling_lab.results import RunFiles
 from pooling_lab.run import claims, signals
 from pooling_lab.train.context import resolve_device
+from pooling_lab.train.distributed import SINGLE, World, check_batch_divides, check_sync_batchnorm
 from pooling_lab.train.loop import ProgressSink, SilentProgress, Trainer
 
 # (kind, run directory name, status); kinds: skipped, busy, started, done, failed, diverged, interrupted
 Event = Callable[[str, str, dict[str, Any]], None]
 FINISHED = ("done", "diverged")  # not run again: a diverged run is the outcome of its config
 UNSUCCESSFUL = ("failed", "diverged")
+DECISIONS = ("train", "skipped", "busy")  # what rank 0 tells the others to do with a run
 
 
 @dataclass(frozen=True)
@@ -49,14 +55,19 @@ def experiment_dir(plan: Plan, out_root: Path) -> Path:
     return Path(out_root) / plan.experiment.name
 
 
-def prepare(plan: Plan, out_root: Path) -> Prepared:
-    """Everything bad input can break, before anything is written: every run's device, every
-    distinct data set (loaded, or downloaded when allowed), every model (built on the meta
-    device, which allocates nothing, so constructor checks such as p > eps or groups dividing
-    the channels fail here), the format of results already there, whether the results folder
-    can be written, and that the plan keeps every run recorded there in view."""
+def prepare(plan: Plan, out_root: Path, world: World = SINGLE) -> Prepared:
+    """Everything bad input can break, before anything is written: every run's device (and,
+    under torchrun, whether its batches divide among the processes), every distinct data set
+    (loaded, or downloaded when allowed), every model (built on the meta device, which allocates
+    nothing, so constructor checks such as p > eps or groups dividing the channels fail here),
+    the format of results already there, whether the results folder can be written, and that the
+    plan keeps every run recorded there in view."""
     for spec in plan.runs:
-        resolve_device(spec.config.train.device)
+        train = spec.config.train
+        device = resolve_device(train.device)
+        check_batch_divides(train.batch_size, train.batch_sampler and train.batch_sampler.m_per_class, world,
+                            str(plan.source))
+        check_sync_batchnorm(train.sync_batchnorm, device, world, str(plan.source))
     data: dict[str, DataSplits] = {}
     for spec in plan.runs:
         key = _data_key(spec)
@@ -129,6 +140,7 @@ def run_plan(
     on_event: Event | None = None,
     fail_fast: bool = False,
     session: str | None = None,
+    world: World = SINGLE,
 ) -> list[dict[str, Any]]:
     """Train the runs nobody has finished or holds, in plan order, and again while runs whose
     process died are left; return every run's final status (see ``final_statuses``).
@@ -138,11 +150,12 @@ def run_plan(
     it; a new ``pooling-lab run`` retries it.
     """
     plan, root = prepared.plan, prepared.root
-    progress = progress or SilentProgress()
-    notify = on_event or (lambda kind, run, status: None)
+    progress = progress if progress and world.is_main else SilentProgress()
+    notify = on_event if on_event and world.is_main else (lambda kind, run, status: None)
     session = session or uuid.uuid4().hex
-    results.write_yaml(root / results.EXPERIMENT_FILE, plan.raw)
-    write_runs_table(root, plan)
+    if world.is_main:
+        results.write_yaml(root / results.EXPERIMENT_FILE, plan.raw)
+        write_runs_table(root, plan)
     settled: set[str] = set()
     busy: set[str] = set()
     while True:
@@ -150,8 +163,10 @@ def run_plan(
         for spec in plan.runs:
             if spec.run_id in settled:
                 continue
-            signals.raise_if_requested()
-            kind, status = _attempt(prepared, spec, progress, notify, session)
+            signum = world.any_signal(signals.requested())
+            if signum is not None:
+                raise signals.Interrupted(signum)
+            kind, status = _attempt(prepared, spec, progress, notify, session, world)
             if kind == "busy":
                 if spec.run_id not in busy:
                     notify(kind, spec.dir_name, status)
@@ -161,37 +176,53 @@ def run_plan(
             attempted |= kind != "skipped"
             notify(kind, spec.dir_name, status)
             if fail_fast and kind in UNSUCCESSFUL:
+                world.wait_for_all()  # rank 0 has written every status
                 return final_statuses(prepared)
         if not attempted:
+            world.wait_for_all()
             return final_statuses(prepared)
 
 
 def _attempt(
-    prepared: Prepared, spec: RunSpec, progress: ProgressSink, notify: Event, session: str
+    prepared: Prepared, spec: RunSpec, progress: ProgressSink, notify: Event, session: str, world: World
 ) -> tuple[str, dict[str, Any]]:
     """Run one run if it is still to do and this process can claim it: (event kind, status)."""
     files = RunFiles(prepared.root / spec.dir_name)
-    status = known_status(prepared.root, spec)
-    if _settled(status, session):
-        return "skipped", status
-    claim = claims.try_claim(files.root)
-    if claim is None:
-        return "busy", status | {"held_by": _owner(claims.holder(files.root))}
-    with claim:
-        status = known_status(prepared.root, spec)  # it may have finished while we looked
-        if _settled(status, session):
-            return "skipped", status
-        results.remove_partial_writes(files)
-        results.write_yaml(files.config, spec.config.model_dump(mode="json", exclude={"sweep"}))
+    decision, status, claim = _claim_if_due(prepared, spec, session) if world.is_main else ("train", {}, None)
+    decision = DECISIONS[world.share(DECISIONS.index(decision))]
+    if decision != "train":
+        return decision, status
+    with claim or contextlib.nullcontext():
+        if world.is_main:
+            results.remove_partial_writes(files)
+            results.write_yaml(files.config, spec.config.model_dump(mode="json", exclude={"sweep"}))
         notify("started", spec.dir_name, status)
         try:
-            status = Trainer(spec, files, prepared.data[_data_key(spec)], progress).run(session=session)
+            status = Trainer(spec, files, prepared.data[_data_key(spec)], progress, world).run(session=session)
         except signals.Interrupted:
             notify("interrupted", spec.dir_name, known_status(prepared.root, spec))
             raise
         finally:
-            write_runs_table(prepared.root, prepared.plan)
+            if world.is_main:
+                write_runs_table(prepared.root, prepared.plan)
     return status["status"], status
+
+
+def _claim_if_due(prepared: Prepared, spec: RunSpec, session: str) -> tuple[str, dict[str, Any], claims.Claim | None]:
+    """(decision, status, claim): train a run this process has claimed, skip a finished one, or
+    leave one to the live process that holds it."""
+    root = prepared.root / spec.dir_name
+    status = known_status(prepared.root, spec)
+    if _settled(status, session):
+        return "skipped", status, None
+    claim = claims.try_claim(root)
+    if claim is None:
+        return "busy", status | {"held_by": _owner(claims.holder(root))}, None
+    status = known_status(prepared.root, spec)  # it may have finished while we looked
+    if _settled(status, session):
+        claim.release()
+        return "skipped", status, None
+    return "train", status, claim
 
 
 def _settled(status: dict[str, Any], session: str) -> bool:

@@ -9,6 +9,7 @@ import torch
 
 from pooling_lab.errors import UserError
 from pooling_lab.experiment import TrainConfig
+from pooling_lab.train.distributed import SINGLE, World
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def compute_for(config: TrainConfig) -> Compute:
+def compute_for(config: TrainConfig, world: World = SINGLE) -> Compute:
+    """Where a run computes; under torchrun, each rank on CUDA takes the GPU of its local rank."""
     device = resolve_device(config.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     if config.threads is not None:
         torch.set_num_threads(config.threads)

@@ -8,6 +8,10 @@ the run depends on (model, optimiser, scheduler, RNG states, the position in the
 epoch's running sums), so a run killed at any moment resumes from its last checkpoint, with its
 CSV files cut back to that step, and ends exactly as if it had never stopped.  A SIGINT or
 SIGTERM (see ``signals``) checkpoints at the current step and stops the run as ``interrupted``.
+
+Under torchrun (``distributed``) every rank runs this loop on its share of each batch, through
+the DistributedDataParallel wrapper; rank 0 alone writes, the epoch's sums are added over the
+ranks, and the ranks agree on a stop every ``record.every_steps`` steps.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import pandas as pd
@@ -34,6 +38,7 @@ from pooling_lab.run import signals
 from pooling_lab.run.signals import Interrupted
 from pooling_lab.train.checkpoint import load_checkpoint, save_checkpoint
 from pooling_lab.train.context import Compute, compile_backbone, compute_for
+from pooling_lab.train.distributed import SINGLE, World, data_parallel
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 from pooling_lab.train.optim import (
     BASE_GROUP,
@@ -43,6 +48,7 @@ from pooling_lab.train.optim import (
     group_lr,
 )
 from pooling_lab.train.recorder import ParamRecorder
+from pooling_lab.train.totals import EpochTotals
 
 
 class ProgressSink(Protocol):
@@ -66,42 +72,14 @@ class SilentProgress:
         pass
 
 
-@dataclass
-class EpochTotals:
-    """What an epoch sums on the device: loss times batch size, hits, images and skipped updates
-    (a skipped update's loss and hits do not count)."""
-
-    loss: torch.Tensor
-    hits: torch.Tensor
-    seen: torch.Tensor
-    skipped: torch.Tensor
-
-    @classmethod
-    def zeros(cls, device: torch.device) -> EpochTotals:
-        return cls(*(torch.zeros((), device=device, dtype=dtype) for dtype in (torch.float32, torch.long, torch.long, torch.long)))
-
-    def add(self, loss: torch.Tensor, hits: torch.Tensor, count: int, applied: torch.Tensor | None) -> None:
-        weight: int | torch.Tensor = count
-        if applied is not None:
-            loss, hits, weight = torch.where(applied, loss, 0.0), torch.where(applied, hits, 0), applied.long() * count
-            self.skipped += ~applied
-        self.loss += loss * weight
-        self.hits += hits
-        self.seen += weight
-
-    def read(self) -> tuple[float, float, int]:
-        """Mean loss, accuracy and the number of skipped updates (one host read)."""
-        loss, hits, seen, skipped = torch.stack([self.loss.double(), self.hits.double(), self.seen.double(), self.skipped.double()]).tolist()
-        return loss / max(seen, 1), hits / max(seen, 1), int(skipped)
-
-
 class Trainer:
-    def __init__(self, spec: RunSpec, files: RunFiles, data: DataSplits, progress: ProgressSink):
+    def __init__(self, spec: RunSpec, files: RunFiles, data: DataSplits, progress: ProgressSink, world: World = SINGLE):
         self.spec = spec
         self.config = config = spec.config
         self.files = files
         self.progress = progress
-        self.compute: Compute = compute_for(config.train)
+        self.world = world
+        self.compute: Compute = compute_for(config.train, world)
         device = self.compute.device
         torch.manual_seed(config.train.seed)
         self.generator = torch.Generator(device=device).manual_seed(config.train.seed)
@@ -112,11 +90,12 @@ class Trainer:
         channels_last = device.type == "cuda"
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = data_parallel(self.model, device, world, config.train.sync_batchnorm)
         sampler = config.train.batch_sampler
         self.train_batches = BatchLoader(
             data.train, config.train.batch_size, shuffle=True, drop_last=True, augment=config.data.augment,
             generator=self.generator, device=device, mean=data.mean, std=data.std, channels_last=channels_last,
-            m_per_class=sampler.m_per_class if sampler else None,
+            m_per_class=sampler.m_per_class if sampler else None, share=(world.rank, world.size),
         )
         self.eval_batches = EvalBatches.of(data, config.train.eval_batch_size, device, channels_last)
         self.steps_per_epoch = len(self.train_batches)
@@ -137,6 +116,7 @@ class Trainer:
         self.params = pd.DataFrame(columns=results.PARAM_COLUMNS)
         self.elapsed = 0.0  # training time, kept across resumes in the checkpoint
         self.eval_time = 0.0  # the final evaluation's
+        self.local_status: dict[str, Any] = {}  # what a rank other than 0 would have written
         self._clock = time.perf_counter()
 
     # --- state ---------------------------------------------------------------------------------
@@ -156,7 +136,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch": self.batch,
-            "totals": asdict(self.totals),
+            "totals": asdict(self.totals.summed(self.world)),
             "skipped_steps": self.skipped_steps,
             "elapsed": self.elapsed,
         }
@@ -175,7 +155,8 @@ class Trainer:
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
-        self.totals = EpochTotals(**{key: value.to(self.compute.device) for key, value in state["totals"].items()})
+        totals = EpochTotals(**{key: value.to(self.compute.device) for key, value in state["totals"].items()})
+        self.totals = totals.for_rank(self.world)
         self.skipped_steps, self.elapsed = state["skipped_steps"], state["elapsed"]
         self.watch = NonFiniteWatch(self.model, self.compute.device)
         metrics = results.read_csv(self.files.metrics, results.METRIC_COLUMNS)
@@ -195,8 +176,9 @@ class Trainer:
         attempts = (results.read_status(self.files) or {}).get("attempts", 0) + 1
         if self.config.train.compile:
             context["compile_error"] = self._compile()
-        results.update_status(
-            self.files, status="running", run_id=self.spec.run_id, device=str(self.compute.device),
+        self._status(
+            status="running", run_id=self.spec.run_id, device=str(self.compute.device),
+            world_size=self.world.size, sync_batchnorm=self.world.distributed and self.config.train.sync_batchnorm,
             host=platform.node(), pid=os.getpid(), attempts=attempts, started=results.now(),
             protocol=self.config.data.protocol,
             epoch=self.epoch, epochs=self.config.train.epochs, step=self.step, total_steps=self.total_steps,
@@ -209,25 +191,28 @@ class Trainer:
             status = self.finish()
         except Diverged as error:
             self._save_records()
-            status = results.update_status(
-                self.files, status="diverged", error=str(error), diverged_step=error.step,
+            status = self._status(
+                status="diverged", error=str(error), diverged_step=error.step,
                 last_finite=error.last_finite, **self._summary(),
             )
         except Interrupted as error:  # checkpointed where it was raised
-            status = results.update_status(self.files, status="interrupted", error=str(error), **self._summary())
+            status = self._status(status="interrupted", error=str(error), **self._summary())
             self.progress.run_finished(self.spec, status)
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: keep what was recorded, resume from the last checkpoint
             self._save_records()
-            results.update_status(self.files, status="interrupted", error="interrupted by the user", **self._summary())
+            self._status(status="interrupted", error="interrupted by the user", **self._summary())
             raise
         except Exception as error:  # a failed run keeps what it recorded; the sweep goes on
             self._save_records()
-            atomic.write_text(self.files.traceback, traceback.format_exc())
-            status = results.update_status(
-                self.files, status="failed", error=f"{type(error).__name__}: {error}",
+            if self.world.is_main:
+                atomic.write_text(self.files.traceback, traceback.format_exc())
+            status = self._status(
+                status="failed", error=f"{type(error).__name__}: {error}",
                 traceback=self.files.traceback.name, **self._summary(),
             )
+            if self.world.distributed:  # the other ranks cannot go on without this one
+                raise
         self.progress.run_finished(self.spec, status)
         return status
 
@@ -250,7 +235,7 @@ class Trainer:
                 continue  # done before the checkpoint; drawn again to keep the random stream in step
             self._train_step(images, labels)
             self.batch += 1
-            signum = signals.requested()
+            signum = self._stop_signal()
             if signum is not None:
                 self._checkpoint()
                 raise Interrupted(signum)
@@ -259,15 +244,23 @@ class Trainer:
         self.epoch, self.batch = self.epoch + 1, 0
         self._end_epoch()
 
+    def _stop_signal(self) -> int | None:
+        """The signal that asks to stop, if any.  Under torchrun the ranks agree on it every
+        ``record.every_steps`` steps and at an epoch's last batch, so all stop at one step."""
+        if not self.world.distributed:
+            return signals.requested()
+        if self.step % self.config.record.every_steps and self.batch < self.steps_per_epoch:
+            return None
+        return self.world.any_signal(signals.requested())
+
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         model = self.model
         with self.compute.autocast():
-            embeddings = model.embed(images)
-            logits = model.head(embeddings, labels)
+            logits, embeddings = self.forward(images, labels)
             loss = model.head.loss(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        loss = loss.detach()
+        loss = self.world.mean_(loss.detach())  # every rank skips, or diverges at, the same steps
         applied = None
         if self.skip_nonfinite:
             applied = guarded_step(self.optimizer, loss)
@@ -296,7 +289,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         self._tick()
-        train_loss, train_accuracy, skipped = self.totals.read()
+        train_loss, train_accuracy, skipped = self.totals.read(self.world)
         if not self.classifies:
             train_accuracy = float("nan")
         self.skipped_steps += skipped
@@ -322,9 +315,11 @@ class Trainer:
         CSVs are cut back to the checkpoint's step)."""
         self.watch.check()
         self._tick()
+        state = self.state()  # on every rank: it sums the epoch's totals over the ranks
         self._save_records()
-        save_checkpoint(self.files, self.state())
-        results.update_status(self.files, status="running", epoch=self.epoch, step=self.step)
+        if self.world.is_main:
+            save_checkpoint(self.files, state)
+        self._status(status="running", epoch=self.epoch, step=self.step)
 
     def _accuracy(self, batches: BatchLoader | None) -> float:
         if batches is None or not self.classifies:
@@ -335,15 +330,15 @@ class Trainer:
         """The final evaluation (``evaluate_trained``): writes final_params.csv and probe.csv and
         marks the run done, with ``flags`` naming what looks wrong in its numbers."""
         start = time.perf_counter()
-        self._write_final_params()
+        if self.world.is_main:
+            self._write_final_params()
         final = evaluate_trained(self.model, self.eval_batches, self.config.eval, self.config.eval.probe_p,
                                  self.compute.autocast())
-        if final.probe is not None:
+        if final.probe is not None and self.world.is_main:
             results.write_csv(self.files.probe, final.probe)
         self.eval_time = time.perf_counter() - start  # the metrics were read to the host: no sync needed
         summary = self._summary() | final.metrics
-        return results.update_status(self.files, status="done", finished=results.now(),
-                                     flags=run_flags(summary, self.num_classes), **summary)
+        return self._status(status="done", finished=results.now(), flags=run_flags(summary, self.num_classes), **summary)
 
     def _write_final_params(self) -> None:
         """Every element of every traced pooling parameter at the end (per-channel p histograms)."""
@@ -369,8 +364,16 @@ class Trainer:
         drained = self.recorder.drain()
         if not drained.empty:
             self.params = drained if self.params.empty else pd.concat([self.params, drained], ignore_index=True)
-        results.write_csv(self.files.metrics, self.metrics)
-        results.write_csv(self.files.params, self.params)
+        if self.world.is_main:
+            results.write_csv(self.files.metrics, self.metrics)
+            results.write_csv(self.files.params, self.params)
+
+    def _status(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into status.json and return it; ranks other than 0 keep it in memory."""
+        if self.world.is_main:
+            return results.update_status(self.files, **fields)
+        self.local_status.update(fields)
+        return dict(self.local_status)
 
     def _summary(self) -> dict[str, Any]:
         last = self.metrics.iloc[-1] if not self.metrics.empty else {}

@@ -53,9 +53,11 @@ def test_classifier_embed_and_forward(embedding_dim, backbone, channels, size):
     batch = images(3, channels, size)
     width = model.backbone.out_channels if embedding_dim is None else embedding_dim
     assert model.embed(batch).shape == (3, width)
-    assert model(batch).shape == (3, 5)
+    logits, embeddings = model(batch)
+    assert logits.shape == (3, 5)
+    torch.testing.assert_close(embeddings, model.embed(batch))
     labels = torch.tensor([0, 4, 2])
-    assert model(batch, labels).shape == (3, 5)
+    assert model(batch, labels)[0].shape == (3, 5)
     # without a projection the embedding is the pooled map itself
     if embedding_dim is None:
         torch.testing.assert_close(model.embed(batch), model.pool(model.backbone(batch)))

@@ -158,7 +158,7 @@ def test_one_training_step_in_a_classifier(name):
     optimizer = build_optimizer(model, config.optim)
     recorder = ParamRecorder(model, torch.device("cpu"))
     images = torch.randn(4, 1, 12, 12, generator=seeded(3))
-    loss = nn.functional.cross_entropy(model(images, torch.tensor([0, 1, 2, 0])), torch.tensor([0, 1, 2, 0]))
+    loss = nn.functional.cross_entropy(model(images, torch.tensor([0, 1, 2, 0]))[0], torch.tensor([0, 1, 2, 0]))
     loss.backward()
     optimizer.step()
     model.pool.clamp_exponents_(1.0, None)
