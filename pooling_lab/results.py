@@ -47,6 +47,7 @@ METRIC_COLUMNS = [
 ]
 PARAM_COLUMNS = ["step", "epoch", "module", "param", "stat", "value", "grad"]
 FINAL_PARAM_COLUMNS = ["module", "param", "index", "value"]
+GRAD_SPLIT_COLUMNS = ["step", "epoch", "module", "param", "part", "grad"]  # record.gradient_split
 PROBE_FIRST_COLUMN = "p"
 SUMMARY_FIRST = ["p_final", "p_opt", "test_accuracy", "val_accuracy"]
 # what a probe says besides p_opt (``pooling_lab.evaluate.probe``); runs probed before they were
@@ -97,6 +98,10 @@ class RunFiles:
     @property
     def probe(self) -> Path:
         return self.root / "probe.csv"
+
+    @property
+    def grad_split(self) -> Path:
+        return self.root / "grad_split.csv"
 
     @property
     def final_params(self) -> Path:
@@ -292,6 +297,8 @@ class Results:
     damaged: list[str] = field(default_factory=list)
     """One line per run file that is damaged (``DamagedFile``) and so was skipped: the run's
     state is then ``damaged`` (status.json) or its frame lacks the run."""
+    grad_split: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", *GRAD_SPLIT_COLUMNS]))
+    """``grad_split.csv`` of the runs that recorded it (``record.gradient_split``)."""
 
 
 def swept_keys(experiment: dict[str, Any]) -> list[str]:
@@ -324,9 +331,10 @@ def load(path: Path | str) -> Results:
     run file is skipped and noted in ``damaged``."""
     root = Path(path)
     experiment, runs = read_runs(root)
-    metrics, params, probes, finals, statuses, configs, damaged = [], [], [], [], [], [], []
+    metrics, params, probes, finals, splits, statuses, configs, damaged = [], [], [], [], [], [], [], []
     tables = ((metrics, "metrics", METRIC_COLUMNS), (params, "params", PARAM_COLUMNS),
-              (probes, "probe", [PROBE_FIRST_COLUMN]), (finals, "final_params", FINAL_PARAM_COLUMNS))
+              (probes, "probe", [PROBE_FIRST_COLUMN]), (finals, "final_params", FINAL_PARAM_COLUMNS),
+              (splits, "grad_split", GRAD_SPLIT_COLUMNS))
     for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
         files = RunFiles(root / run_dir)
         statuses.append(unless_damaged(partial(read_status, files), {"status": "damaged"}, damaged) or {"status": "pending"})
@@ -344,6 +352,7 @@ def load(path: Path | str) -> Results:
         params=_concat(params, ["run_id", *PARAM_COLUMNS]),
         probe=_concat(probes, ["run_id", PROBE_FIRST_COLUMN]),
         final_params=_concat(finals, ["run_id", *FINAL_PARAM_COLUMNS]),
+        grad_split=_concat(splits, ["run_id", *GRAD_SPLIT_COLUMNS]),
         configs=pd.DataFrame(configs),
         damaged=damaged,
     )

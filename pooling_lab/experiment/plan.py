@@ -23,6 +23,7 @@ from pooling_lab.experiment.overrides import override_path, parse_override, set_
 from pooling_lab.experiment.schema import (
     SEED_KEY,
     ExperimentConfig,
+    RecordConfig,
     SweepConfig,
     TrainConfig,
     axis_items,
@@ -104,11 +105,12 @@ def _located(path: Path, line: int | None) -> str:
 
 def run_id_of(config: ExperimentConfig) -> str:
     """A stable id: the hash of everything that can change a run's result.  Where the data sit
-    (``data.root``, ``data.download``, ``data.cache_root``) and ``TrainConfig.NOT_IN_RUN_ID`` (threads, checkpoint
-    frequency) do not count, so moving the data or the machine does not orphan finished runs."""
+    (``data.root``, ``data.download``, ``data.cache_root``), ``TrainConfig.NOT_IN_RUN_ID`` (threads, checkpoint
+    frequency) and ``RecordConfig.NOT_IN_RUN_ID`` (the gradient split) do not count, so moving the data or the machine does not orphan finished runs."""
     payload = config.model_dump(
         mode="json",
-        exclude={"name": True, "description": True, "sweep": True, "data": {"root", "download", "cache_root"}, "train": set(TrainConfig.NOT_IN_RUN_ID)},
+        exclude={"name": True, "description": True, "sweep": True, "data": {"root", "download", "cache_root"},
+                 "train": set(TrainConfig.NOT_IN_RUN_ID), "record": set(RecordConfig.NOT_IN_RUN_ID)},
     )
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:10]

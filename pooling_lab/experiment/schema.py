@@ -138,6 +138,14 @@ class TrainConfig(StrictModel):
 
 class RecordConfig(StrictModel):
     every_steps: Annotated[int, Field(ge=1)] = Field(10, description="trace pooling parameters every N steps")
+    gradient_split: bool = Field(
+        False, description="also record, at those steps, each learnable pooling parameter's gradient split into "
+        "its part through the target logit and through the other logits (contrastive: positive and negative "
+        "pairs), in grad_split.csv"
+    )
+
+    # what is recorded, not what is computed: left out of the run id
+    NOT_IN_RUN_ID: ClassVar[frozenset[str]] = frozenset({"gradient_split"})
 
 
 DEFAULT_PLATEAU_TOLERANCE = 0.005  # absolute mAP (accuracy when the probe measures no mAP)

@@ -89,6 +89,12 @@ class Head(nn.Module):
     def loss(self, scores: Tensor, labels: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def gradient_terms(self, scores: Tensor, labels: Tensor, loss: Tensor) -> dict[str, Tensor] | None:
+        """Named scalars whose gradients, with respect to anything before the head, are the parts
+        of ``loss``'s gradient that flow through different scores and add up to it (see
+        ``train.gradient_split``); None for a head that does not split its loss."""
+        return None
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_classes={self.num_classes}"
 
@@ -112,6 +118,15 @@ class SoftmaxHead(Head):
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean cross entropy with this head's label smoothing."""
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+    def gradient_terms(self, logits: Tensor, labels: Tensor, loss: Tensor) -> dict[str, Tensor]:
+        """Through each image's target logit (with its margin) and through its other logits: with
+        g = dloss/dlogits held fixed, sum(g * logits) over either set of entries has the gradient
+        of that set's part by the chain rule."""
+        (slope,) = torch.autograd.grad(loss, logits, retain_graph=True)
+        weighted = slope.detach() * logits
+        target = F.one_hot(labels, logits.shape[1]).bool()
+        return {"target": weighted.masked_fill(~target, 0).sum(), "non_target": weighted.masked_fill(target, 0).sum()}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, label_smoothing={self.label_smoothing}"

@@ -28,6 +28,7 @@ from pooling_lab.models.heads import HEADS, Head
 Distance = Annotated[float, Field(ge=0, le=2)]  # between unit vectors
 Positive = Annotated[float, Field(gt=0)]
 Cosine = Annotated[float, Field(ge=-1, le=1)]
+PART_NAMES = {"pos_loss": "positive", "neg_loss": "negative"}  # pytorch-metric-learning's names
 
 
 def metric_losses() -> ModuleType:
@@ -60,6 +61,17 @@ class PairLossHead(Head):
     def loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         with torch.autocast(embeddings.device.type, enabled=False):
             return self.criterion(embeddings, labels)
+
+    def gradient_terms(self, embeddings: Tensor, labels: Tensor, loss: Tensor) -> dict[str, Tensor] | None:
+        """The library loss's own parts, each reduced as the loss reduces it (their sum is the
+        loss): for the contrastive loss, its positive-pair and negative-pair terms.  None for a
+        loss with a single part (triplet, multi-similarity)."""
+        with torch.autocast(embeddings.device.type, enabled=False):
+            parts = self.criterion.compute_loss(embeddings, labels, None, embeddings, labels)
+            if len(parts) < 2:
+                return None
+            return {PART_NAMES.get(name, name): self.criterion.reducer({name: part}, embeddings, labels)
+                    for name, part in parts.items()}
 
     def extra_repr(self) -> str:
         return ", ".join([super().extra_repr(), *(f"{key}={value}" for key, value in self.options.items())])

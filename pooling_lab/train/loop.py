@@ -39,6 +39,7 @@ from pooling_lab.run.signals import Interrupted
 from pooling_lab.train.checkpoint import load_checkpoint, save_checkpoint
 from pooling_lab.train.context import Compute, compile_backbone, compute_for
 from pooling_lab.train.distributed import SINGLE, World, data_parallel
+from pooling_lab.train.gradient_split import GradientSplit
 from pooling_lab.train.nonfinite import Diverged, NonFiniteWatch, guarded_step
 from pooling_lab.train.optim import (
     BASE_GROUP,
@@ -103,6 +104,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.steps_per_epoch, self.total_steps)
         self.recorder = ParamRecorder(self.model, device)
+        self.split = GradientSplit(self.model, world) if config.record.gradient_split else None
         self.watch = NonFiniteWatch(self.model, device)
         self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
         self.clamp = config.optim.pool_params.clamp
@@ -114,6 +116,7 @@ class Trainer:
         self.skipped_steps = 0
         self.metrics = pd.DataFrame(columns=results.METRIC_COLUMNS)
         self.params = pd.DataFrame(columns=results.PARAM_COLUMNS)
+        self.splits = pd.DataFrame(columns=results.GRAD_SPLIT_COLUMNS)
         self.elapsed = 0.0  # training time, kept across resumes in the checkpoint
         self.eval_time = 0.0  # the final evaluation's
         self.local_status: dict[str, Any] = {}  # what a rank other than 0 would have written
@@ -161,8 +164,10 @@ class Trainer:
         self.watch = NonFiniteWatch(self.model, self.compute.device)
         metrics = results.read_csv(self.files.metrics, results.METRIC_COLUMNS)
         params = results.read_csv(self.files.params, results.PARAM_COLUMNS)
+        splits = results.read_csv(self.files.grad_split, results.GRAD_SPLIT_COLUMNS)
         self.metrics = metrics[metrics["step"] <= self.step].reset_index(drop=True)
         self.params = params[params["step"] <= self.step].reset_index(drop=True)
+        self.splits = splits[splits["step"] <= self.step].reset_index(drop=True)
         return True
 
     # --- training --------------------------------------------------------------------------------
@@ -258,6 +263,10 @@ class Trainer:
         with self.compute.autocast():
             logits, embeddings = self.forward(images, labels)
             loss = model.head.loss(logits, labels)
+        after = self.step + 1
+        recording = after % self.config.record.every_steps == 0 or after == self.total_steps
+        if recording and self.split is not None:
+            self.split.capture(after, after / self.steps_per_epoch, loss, logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loss = self.world.mean_(loss.detach())  # every rank skips, or diverges at, the same steps
@@ -278,7 +287,7 @@ class Trainer:
                 hits = torch.zeros((), dtype=torch.long, device=labels.device)
             self.totals.add(loss, hits, labels.numel(), applied)
             self.watch.observe(self.step, None if self.skip_nonfinite else loss)
-        if self.step % self.config.record.every_steps == 0 or self.step == self.total_steps:
+        if recording:
             self.recorder.capture(self.step, self.step / self.steps_per_epoch)
         self.progress.step()
 
@@ -357,16 +366,18 @@ class Trainer:
             "lr_pool": group_lr(self.optimizer, POOL_GROUP), "p": p, "time_s": round(self.elapsed, 3),
         }
         frame = pd.DataFrame([row], columns=results.METRIC_COLUMNS)
-        self.metrics = frame if self.metrics.empty else pd.concat([self.metrics, frame], ignore_index=True)
+        self.metrics = _appended(self.metrics, frame)
         return row
 
     def _save_records(self) -> None:
-        drained = self.recorder.drain()
-        if not drained.empty:
-            self.params = drained if self.params.empty else pd.concat([self.params, drained], ignore_index=True)
+        self.params = _appended(self.params, self.recorder.drain())
+        if self.split is not None:
+            self.splits = _appended(self.splits, self.split.drain())
         if self.world.is_main:
             results.write_csv(self.files.metrics, self.metrics)
             results.write_csv(self.files.params, self.params)
+            if self.split is not None:
+                results.write_csv(self.files.grad_split, self.splits)
 
     def _status(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into status.json and return it; ranks other than 0 keep it in memory."""
@@ -384,3 +395,10 @@ class Trainer:
             "test_accuracy": float(last.get("test_accuracy", float("nan"))) if len(last) else float("nan"),
             "val_accuracy": float(last.get("val_accuracy", float("nan"))) if len(last) else float("nan"),
         }
+
+
+def _appended(frame: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``rows`` below it (concatenating an empty frame would change the dtypes)."""
+    if rows.empty:
+        return frame
+    return rows if frame.empty else pd.concat([frame, rows], ignore_index=True)

@@ -53,7 +53,7 @@ def test_every_rank_ends_with_the_same_parameters(tmp_path: Path) -> None:
 
 
 def test_a_torchrun_sweep_writes_one_results_folder(tmp_path: Path) -> None:
-    path = experiment(tmp_path, train={"epochs": 2}, sweep={"seeds": [0, 1]})
+    path = experiment(tmp_path, train={"epochs": 2}, sweep={"seeds": [0, 1]}, record={"every_steps": 2, "gradient_split": True})
     out = tmp_path / "results"
     code, stdout, stderr = finished(torchrun("-m", "pooling_lab", "run", path, "--out", out, "-q"))
     assert code == 0, stderr
@@ -67,6 +67,12 @@ def test_a_torchrun_sweep_writes_one_results_folder(tmp_path: Path) -> None:
         params, metrics = frames(run_dir)
         assert list(params["step"]) == list(range(0, 2 * STEPS_PER_EPOCH + 1, 2))  # every record once
         assert list(metrics["epoch"]) == [1, 2]
+        split = pd.read_csv(run_dir / "grad_split.csv")
+        assert list(split["step"]) == [step for step in range(2, 2 * STEPS_PER_EPOCH + 1, 2) for _ in range(2)]
+        # the ranks' parts, averaged, add up to the averaged gradient of the trace
+        added = split.groupby("step")["grad"].sum()
+        traced = params.set_index("step")["grad"].loc[added.index]
+        assert (added - traced).abs().max() < 1e-5 * max(1.0, traced.abs().max())
         assert not list(run_dir.glob("claim.*")) and not list(run_dir.glob(".*.tmp"))
 
 

@@ -25,13 +25,14 @@ from tiny_sweeps import (
 from pooling_lab.experiment import load_plan
 
 TOTAL_STEPS = 3 * STEPS_PER_EPOCH
+RECORD = {"every_steps": 2, "gradient_split": True}  # grad_split.csv must resume exactly too
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run never interrupted."""
     root = tmp_path_factory.mktemp("reference")
-    result = run_cli("run", experiment(root), "--out", root / "results", "-q")
+    result = run_cli("run", experiment(root, record=RECORD), "--out", root / "results", "-q")
     assert result.exit_code == 0, result.output
     [run_dir] = run_dirs(root / "results" / "tiny")
     return run_dir
@@ -48,6 +49,9 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     pd.testing.assert_frame_equal(metrics, expected_metrics, check_exact=True)
     assert not params.duplicated(["step", "module", "param", "stat"]).any()
     assert params["step"].tolist() == list(range(0, TOTAL_STEPS + 1, 2))
+    split, expected_split = (pd.read_csv(run_dir / "grad_split.csv") for run_dir in (resumed, reference))
+    pd.testing.assert_frame_equal(split, expected_split, check_exact=True)
+    assert split["step"].tolist() == [step for step in range(2, TOTAL_STEPS + 1, 2) for _ in ("target", "non_target")]
     got, want = status_of(resumed), status_of(reference)
     for key in ("p_final", "test_accuracy", "val_accuracy", "test_map"):
         assert got[key] == want[key], key
@@ -62,7 +66,7 @@ def test_the_reference_run_learns(reference: Path) -> None:
 
 
 def test_sigkill_inside_an_epoch_then_resume_matches_the_uninterrupted_run(tmp_path: Path, reference: Path) -> None:
-    path, out = experiment(tmp_path), tmp_path / "results"
+    path, out = experiment(tmp_path, record=RECORD), tmp_path / "results"
     [spec] = load_plan(path).runs
     run_dir = out / "tiny" / spec.dir_name
     process = start("run", path, "--out", out, "-q")
@@ -85,7 +89,7 @@ def test_sigkill_inside_an_epoch_then_resume_matches_the_uninterrupted_run(tmp_p
 
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_checkpoints_the_current_step_and_exits(tmp_path: Path, reference: Path, signum: int, exit_code: int) -> None:
-    path, out = experiment(tmp_path), tmp_path / "results"
+    path, out = experiment(tmp_path, record=RECORD), tmp_path / "results"
     [spec] = load_plan(path).runs
     run_dir = out / "tiny" / spec.dir_name
     process = start("run", path, "--out", out, "-q")
@@ -107,14 +111,15 @@ def test_a_signal_checkpoints_the_current_step_and_exits(tmp_path: Path, referen
     assert_same_run(run_dir, reference)
 
 
-def test_how_often_a_run_checkpoints_is_not_part_of_its_id(tmp_path: Path) -> None:
+def test_how_often_a_run_checkpoints_and_what_it_records_beside_are_not_part_of_its_id(tmp_path: Path) -> None:
     path = experiment(tmp_path)
 
     def run_id(*overrides: str) -> str:
         return load_plan(path, overrides).runs[0].run_id
 
     assert run_id("train.checkpoint_every_steps=50") == run_id("train.checkpoint_every_steps=null") == run_id()
-    assert run_id("train.on_nonfinite=skip_step") != run_id()
+    assert run_id("record.gradient_split=true") == run_id() == run_id("train.sync_batchnorm=true")
+    assert run_id("train.on_nonfinite=skip_step") != run_id() != run_id("record.every_steps=3")
 
 
 
