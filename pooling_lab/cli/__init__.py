@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +16,11 @@ from typer.core import TyperCommand, TyperGroup
 
 from pooling_lab import __version__
 from pooling_lab.errors import UserError, file_system_fault
+
+if TYPE_CHECKING:  # imported where used, so that `pooling-lab --help` starts fast
+    from pooling_lab.experiment import Plan
+    from pooling_lab.run.sweep import Prepared
+    from pooling_lab.train.distributed import World
 
 
 class _FlagsTakeNoValue:
@@ -114,7 +120,7 @@ def validate(experiment: ExperimentFile, overrides: Overrides = None, debug: Deb
 
 @app.command()
 def run(
-    experiment: ExperimentFile,
+    experiments: Annotated[list[Path], typer.Argument(help="Experiment YAML file(s); several run one after another.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Results root; runs go to `OUT/<name>/`.")] = Path("results"),
     overrides: Overrides = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded run table, train nothing.")] = False,
@@ -128,9 +134,11 @@ def run(
     debug: Debug = False,
 ) -> None:
     """Train every run of an experiment (finished runs are skipped, interrupted ones resumed;
-    runs another `pooling-lab run` on the same results holds are left to it).  Exit code: 0 every
-    run done, 1 some run failed, diverged or is left to do, 2 bad input, 130 / 143 stopped by
-    Ctrl-C / SIGTERM (checkpointed: run the same command again to resume).
+    runs another `pooling-lab run` on the same results holds are left to it).  Several files
+    (the arms of a study) are all checked first, then run one after another, each into its own
+    `OUT/<name>/`.  Exit code: 0 every run done, 1 some run failed, diverged or is left to do,
+    2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM (checkpointed: run the same command
+    again to resume).
 
     Progress: stdout gets one line per run start (or resume), epoch and end as they happen, so a
     log fills while the runs go; failures go to stderr at once; on a terminal, stderr also shows
@@ -138,63 +146,111 @@ def run(
 
     Several GPUs: `torchrun --nproc_per_node=G -m pooling_lab run EXP.yaml` (or `--gpus G`) trains
     each run on G processes, each on its share of every batch; rank 0 writes the results."""
-    from pooling_lab import results
     from pooling_lab.experiment import load_plan
     from pooling_lab.run import signals
-    from pooling_lab.run.parallel import new_job, run_parallel
-    from pooling_lab.run.progress import SweepDisplay, TrainerProgress, plan_table, summary_table
-    from pooling_lab.run.sweep import experiment_dir, final_statuses, prepare, run_plan, unfinished
+    from pooling_lab.run.sweep import prepare, unfinished
     from pooling_lab.train import distributed
 
     if gpus is not None and not dry_run:
         with user_errors(debug):
             if jobs > 1:
                 raise UserError("--gpus and --jobs do not go together: each run takes all G GPUs", field="--jobs")
-            distributed.start_torchrun(gpus, _run_arguments(experiment, out, overrides, quiet, fail_fast, debug))
+            distributed.start_torchrun(gpus, _run_arguments(experiments, out, overrides, quiet, fail_fast, debug))
     with user_errors(debug):
         if jobs > 1 and distributed.launched_by_torchrun():
             raise UserError("--jobs cannot be used under torchrun (each run already takes every process)", field="--jobs")
-        plan = load_plan(experiment, overrides or [])
-        root = experiment_dir(plan, out)
+        plans = [load_plan(experiment, overrides or []) for experiment in experiments]
+        _refuse_shared_names(plans)
         if dry_run:
-            states = {s.run_id: (results.read_status(results.RunFiles(root / s.dir_name)) or {}).get("status", "pending")
-                      for s in plan.runs}
-            console.print(plan_table(plan, states))
+            for plan in plans:
+                _print_plan(plan, out)
             return
         world = distributed.join()
-        prepared = prepare(plan, out, world)
-    display = SweepDisplay(console, errors, root, len(plan.runs), quiet=quiet or not world.is_main)
+        prepared = [prepare(plan, out, world) for plan in plans]
+    left = False
     with signals.catching(), user_errors(debug), contextlib.closing(world):
-        try:
-            with display:
-                if jobs > 1:
-                    stopped_by = run_parallel(new_job(experiment, out, overrides or [], jobs, fail_fast), jobs, display)
-                    if stopped_by is not None:
-                        raise signals.Interrupted(stopped_by)
-                    statuses = final_statuses(prepared)
-                else:
-                    statuses = run_plan(prepared, progress=TrainerProgress(display), on_event=display, fail_fast=fail_fast,
-                                        world=world)
-        except signals.Interrupted as error:
-            errors.print(f"{error}: checkpointed; run the same command again to resume", soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            errors.print("interrupted: run the same command again to resume from the last checkpoint", soft_wrap=True)
-            raise typer.Exit(130) from None
-    if world.is_main:
-        if not quiet:
-            console.print(summary_table(plan, statuses))
-        console.print(f"results: {root}", soft_wrap=True)
-    if unfinished(statuses):
+        for experiment, ready in zip(experiments, prepared, strict=True):
+            statuses = _train(experiment, ready, Options(out, overrides or [], quiet, jobs, fail_fast), world)
+            left |= bool(unfinished(statuses))
+            if left and fail_fast:
+                break
+    if left:
         raise typer.Exit(1)
 
 
-def _run_arguments(experiment: Path, out: Path, overrides: list[str] | None, quiet: bool, fail_fast: bool,
+@dataclass(frozen=True)
+class Options:
+    """What `run` passes on to each experiment it trains."""
+
+    out: Path
+    overrides: list[str]
+    quiet: bool
+    jobs: int
+    fail_fast: bool
+
+
+def _train(experiment: Path, prepared: Prepared, options: Options, world: World) -> list[dict[str, Any]]:
+    """Train one prepared experiment (here, or in --jobs workers) with its progress display;
+    print its summary; return its runs' statuses."""
+    from pooling_lab.run import signals
+    from pooling_lab.run.parallel import new_job, run_parallel
+    from pooling_lab.run.progress import SweepDisplay, TrainerProgress, summary_table
+    from pooling_lab.run.sweep import final_statuses, run_plan
+
+    plan, root = prepared.plan, prepared.root
+    display = SweepDisplay(console, errors, root, len(plan.runs), quiet=options.quiet or not world.is_main)
+    try:
+        with display:
+            if options.jobs > 1:
+                job = new_job(experiment, options.out, options.overrides, options.jobs, options.fail_fast)
+                stopped_by = run_parallel(job, options.jobs, display)
+                if stopped_by is not None:
+                    raise signals.Interrupted(stopped_by)
+                statuses = final_statuses(prepared)
+            else:
+                statuses = run_plan(prepared, progress=TrainerProgress(display), on_event=display,
+                                    fail_fast=options.fail_fast, world=world)
+    except signals.Interrupted as error:
+        errors.print(f"{error}: checkpointed; run the same command again to resume", soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        errors.print("interrupted: run the same command again to resume from the last checkpoint", soft_wrap=True)
+        raise typer.Exit(130) from None
+    if world.is_main:
+        if not options.quiet:
+            console.print(summary_table(plan, statuses))
+        console.print(f"results: {root}", soft_wrap=True)
+    return statuses
+
+
+def _refuse_shared_names(plans: list[Plan]) -> None:
+    """Two files naming one experiment would write into one results folder."""
+    seen: dict[str, Path] = {}
+    for plan in plans:
+        name = plan.experiment.name
+        if name in seen:
+            raise UserError(f"names the experiment {name!r}, as {seen[name]} does: their runs would share "
+                            "one results folder", source=str(plan.source), field="name")
+        seen[name] = plan.source
+
+
+def _print_plan(plan: Plan, out: Path) -> None:
+    from pooling_lab import results
+    from pooling_lab.run.progress import plan_table
+    from pooling_lab.run.sweep import experiment_dir
+
+    root = experiment_dir(plan, out)
+    states = {spec.run_id: (results.read_status(results.RunFiles(root / spec.dir_name)) or {}).get("status", "pending")
+              for spec in plan.runs}
+    console.print(plan_table(plan, states))
+
+
+def _run_arguments(experiments: list[Path], out: Path, overrides: list[str] | None, quiet: bool, fail_fast: bool,
                    debug: bool) -> list[str]:
     """The arguments of `pooling-lab run` that each torchrun process gets (--gpus left out)."""
     flags = [flag for flag, on in (("--quiet", quiet), ("--fail-fast", fail_fast), ("--debug", debug)) if on]
     sets = [part for override in overrides or [] for part in ("--set", override)]
-    return ["run", str(experiment), "--out", str(out), *sets, *flags]
+    return ["run", *map(str, experiments), "--out", str(out), *sets, *flags]
 
 
 @app.command()
