@@ -3,7 +3,8 @@
 Every member takes the same exponent options: ``mode`` (one ``shared`` p, one p
 ``per_channel``, or one p per ``group`` of C/G consecutive channels), ``param`` (p stored
 ``direct``ly, as q with p = 1 + softplus(q) > 1, or as q with p = exp(q) > 0), ``learnable``,
-``eps`` and ``impl`` (the fused closed-form backward or plain autograd; same values).
+``eps`` and ``impl`` (the fused closed-form backward, the same compiled by torch.compile, or
+plain autograd; same values).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from pooling_lab.pooling.base import Pool
 from pooling_lab.pooling.functional import gem, regional_gem, rescale, resize
-from pooling_lab.pooling.fused import gem_fused
+from pooling_lab.pooling.fused import gem_compiled, gem_fused
 from pooling_lab.pooling.global_pools import GLOBAL_POOLS
 
 InitialP = Annotated[float, Field(gt=0, description="initial exponent p")]
@@ -24,10 +25,10 @@ Mode = Literal["shared", "per_channel", "group"]
 Groups = Annotated[int, Field(ge=1, description="number of p groups (mode: group)")]
 Param = Literal["direct", "softplus", "log"]
 Eps = Annotated[float, Field(gt=0, lt=1, description="clamp floor of the input")]
-Impl = Literal["fused", "autograd"]
+Impl = Literal["fused", "compiled", "autograd"]
 Scales = Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1, description="resize factors")]
 
-GEM_IMPLS = {"fused": gem_fused, "autograd": gem}
+GEM_IMPLS = {"fused": gem_fused, "compiled": gem_compiled, "autograd": gem}
 
 
 @GLOBAL_POOLS.register("gem")
@@ -38,8 +39,10 @@ class GeM(Pool):
     2018; p = 1 is average pooling and p -> inf max pooling.  ``mode: group`` is Group GeM (Ko,
     Gu & Kim, "Group Generalized Mean Pooling for Vision Transformer", 2022): G = 1 is shared
     p, G = C per-channel p.  ``impl: fused`` (the default) runs the closed-form backward of
-    ``fused.py``, several times faster than autograd on CPU; ``autograd`` is needed only for
-    second derivatives.
+    ``fused.py``, several times faster than autograd on CPU (a fixed integer p takes its
+    kernel without log or exp); ``compiled`` compiles its per-element pass with torch.compile
+    (faster again for a learnable p, after seconds of compiling per map shape; the eager kernel
+    where no compiler works); ``autograd`` is needed only for second derivatives.
     """
 
     def __init__(
