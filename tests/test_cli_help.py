@@ -15,7 +15,7 @@ from pooling_lab.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = [[], ["run"], ["validate"], ["status"], ["plot"], ["stats"], ["probe"], ["evaluate"], ["figures"],
-            ["compare"], ["export"], ["export", "tensorboard"],
+            ["compare"], ["regimes"], ["export"], ["export", "tensorboard"],
             ["list"], ["list", "pools"], ["list", "heads"], ["list", "backbones"]]
 
 

@@ -154,6 +154,34 @@ def compare(
     console.print("wrote " + ", ".join(str(path) for path in comparison.written), soft_wrap=True)
 
 
+@app.command()
+def regimes(
+    study_dir: Annotated[Path, typer.Argument(help="A study folder: one experiment results folder per arm, e.g. "
+                                              "results/reference/p_drift_regimes.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the tables and figures/ "
+                                             "[default: STUDY_DIR].")] = None,
+    debug: Debug = False,
+) -> None:
+    """Analyse a p-drift regime study: per cell (one folder's runs with equal varied settings,
+    the seeds) the learned p, p_opt, the plateau, the log drift, the regret and the test metrics
+    with bootstrap intervals, and the gradient split of p (regimes.csv, regimes.md); per regime
+    the margin's Spearman correlations with the regret and the log drift, and the balance of the
+    gradient's parts against the log drift (regimes_correlations.csv); figures/: phase_regret,
+    phase_log_drift, `mechanism_<experiment>` and remedies (PNG and PDF)."""
+    from pooling_lab.analysis.plots.regimes import regime_figures, save_figures
+    from pooling_lab.analysis.regimes import load_study, regime_tables, write_tables
+
+    with user_errors(debug):
+        study = load_study(study_dir)
+        _warn(study.warnings)
+        tables = regime_tables(study)
+        figures = regime_figures(study, tables)
+        target = out or study_dir
+        written = write_tables(tables, target) + save_figures(figures, target)
+    console.print(f"{len(tables.cells)} cells of {len(study.runs)} runs; wrote " + ", ".join(map(str, written)),
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 export = _App(help="Write an experiment's results for other tools.", no_args_is_help=True)
 app.add_typer(export, name="export")
 
