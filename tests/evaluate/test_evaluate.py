@@ -42,7 +42,7 @@ def brute_force_ap(similarity: np.ndarray, labels: np.ndarray) -> tuple[list[flo
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_map_and_recall_match_brute_force(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retrieval, "QUERY_CHUNK", 7)  # several chunks, the last one short
+    monkeypatch.setattr(retrieval, "CPU_CHUNK_ELEMENTS", 7 * 40)  # chunks of 7 queries: classes split
     rng = np.random.default_rng(seed)
     # 40 items drawn from 6 distinct vectors: exactly equal similarities are common
     embeddings = rng.normal(size=(6, 3))[rng.integers(0, 6, size=40)]

@@ -37,7 +37,7 @@ def brute_force_r_metrics(similarity: np.ndarray, labels: np.ndarray) -> tuple[f
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_map_at_r_and_r_precision_match_brute_force(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retrieval, "QUERY_CHUNK", 6)  # several chunks, the last one short
+    monkeypatch.setattr(retrieval, "CPU_CHUNK_ELEMENTS", 6 * 45)  # chunks of 6 queries: classes split
     rng = np.random.default_rng(seed)
     # 45 items drawn from 7 distinct vectors: exactly equal similarities are common
     embeddings = rng.normal(size=(7, 4))[rng.integers(0, 7, size=45)]
