@@ -98,8 +98,9 @@ def _folders(cells: pd.DataFrame) -> list[str]:
 
 
 def _panel_title(experiment: str, keys: list[str], values: tuple) -> str:
+    """``experiment: key=value, ...``; without the experiment when it is empty."""
     settings = ", ".join(f"{key}={value_text(value)}" for key, value in zip(keys, values, strict=True))
-    return f"{experiment}: {settings}" if settings else experiment
+    return ": ".join(part for part in (experiment, settings) if part)
 
 
 # --- the phase diagrams ----------------------------------------------------------------------------
@@ -109,17 +110,16 @@ def phase_panels(study: Study, cells: pd.DataFrame) -> list[tuple[str, pd.DataFr
     """(title, cells) per combination of the other varying factors of every folder whose runs
     vary both the margin and p's learning-rate multiplier."""
     panels = []
-    for experiment in _folders(cells):
-        varying = study.varying_in(experiment)
-        if not {MARGIN, LR_MULT} <= set(varying):
-            continue
-        others = [name(key) for key in varying if key not in (MARGIN, LR_MULT)]
+    folders = [experiment for experiment in _folders(cells) if {MARGIN, LR_MULT} <= set(study.varying_in(experiment))]
+    for experiment in folders:
+        others = [name(key) for key in study.varying_in(experiment) if key not in (MARGIN, LR_MULT)]
         rows = cells[cells[EXPERIMENT] == experiment]
         if not others:
             panels.append((experiment, rows))
             continue
+        shown = experiment if len(folders) > 1 else ""  # one folder: its name would only crowd the titles
         for values, panel in rows.groupby(others, sort=False, dropna=False):
-            panels.append((_panel_title(experiment, others, values), panel))
+            panels.append((_panel_title(shown, others, values), panel))
     return panels
 
 
@@ -142,7 +142,7 @@ def _phase_figure(panels: list[tuple[str, pd.DataFrame]], column: str, label: st
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         norm, cmap = Normalize(low, high if high > low else low + 1e-12), colormaps["viridis"]
     cmap = cmap.with_extremes(bad="lightgrey")
-    fig, axes = _grid(len(panels), min(len(panels), math.ceil(math.sqrt(len(panels)))), "mean over seeds per cell")
+    fig, axes = _grid(len(panels), min(len(panels), math.ceil(math.sqrt(len(panels)))), "mean over the seeds of each cell")
     for ax, (panel_title, panel) in zip(axes, panels, strict=True):
         _heatmap(ax, panel, column, norm, cmap)
         ax.set_title(panel_title)
