@@ -58,6 +58,7 @@ from pooling_lab.experiment.labels import format_value
 from pooling_lab.experiment.schema import RecordConfig, TrainConfig
 
 MARGIN = "head.margin"
+LEARNABLE, POOL_P = "model.pool.learnable", "model.pool.p"
 LR_MULT = "optim.pool_params.lr_mult"
 NAMES = {  # config key -> the name tables and figures show; the order in which factors are taken
     MARGIN: "m",
@@ -200,7 +201,11 @@ def _most_common(texts: pd.Series) -> str:
 
 
 def _label(texts: dict[str, str], centre: dict[str, str]) -> str:
-    differing = [f"{name(key)}={text}" for key, text in texts.items() if text not in (centre[key], MISSING)]
+    """The factors that differ from the centre; a fixed p always with its value (p fixed at the
+    centre's initial value would otherwise read as just "p learnable=False")."""
+    fixed_p = texts.get(LEARNABLE) == "False"
+    differing = [f"{name(key)}={text}" for key, text in texts.items()
+                 if text not in (centre[key], MISSING) or (fixed_p and key == POOL_P)]
     return ", ".join(differing) or CENTRE
 
 

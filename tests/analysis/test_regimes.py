@@ -18,7 +18,7 @@ from PIL import Image
 from tiny_sweeps import experiment, run_cli
 
 from pooling_lab.analysis.plots.regimes import phase_panels, remedy_rows
-from pooling_lab.analysis.regimes import load_study, regime_tables
+from pooling_lab.analysis.regimes import _label, load_study, regime_tables
 
 ARCFACE = {"name": "arcface", "scale": 10.0}
 COMMON = {"train": {"epochs": 1}, "eval": {"probe_p": [1, 2, 4, 8]}, "record": {"every_steps": 2, "gradient_split": True}}
@@ -245,3 +245,12 @@ def test_a_study_folder_without_experiments_is_one_line(study: Path, tmp_path: P
                 "unfinished": "no finished run in its 2 runs: nothing to analyse yet"}[make]
     assert line.startswith(f"error: {folder}: ") and expected in line
     assert not (folder / "regimes.csv").exists()
+
+
+def test_a_fixed_p_regime_is_named_with_its_p_even_at_the_centres_value() -> None:
+    centre = {"model.pool.p": "3", "model.pool.learnable": "True", "optim.name": "sgd"}
+    fixed_at_centre = {"model.pool.p": "3", "model.pool.learnable": "False", "optim.name": "sgd"}
+    learned_elsewhere = {"model.pool.p": "6", "model.pool.learnable": "True", "optim.name": "sgd"}
+    assert _label(fixed_at_centre, centre) == "p (init or fixed)=3, p learnable=False"
+    assert _label(learned_elsewhere, centre) == "p (init or fixed)=6"
+    assert _label(centre, centre) == "centre"
