@@ -19,6 +19,7 @@ from tiny_sweeps import experiment, run_cli
 
 from pooling_lab.analysis.plots.regimes import phase_panels, remedy_rows
 from pooling_lab.analysis.regimes import _label, load_study, regime_tables
+from pooling_lab.experiment import load_plan
 
 ARCFACE = {"name": "arcface", "scale": 10.0}
 COMMON = {"train": {"epochs": 1}, "eval": {"probe_p": [1, 2, 4, 8]}, "record": {"every_steps": 2, "gradient_split": True}}
@@ -254,3 +255,26 @@ def test_a_fixed_p_regime_is_named_with_its_p_even_at_the_centres_value() -> Non
     assert _label(fixed_at_centre, centre) == "p (init or fixed)=3, p learnable=False"
     assert _label(learned_elsewhere, centre) == "p (init or fixed)=6"
     assert _label(centre, centre) == "centre"
+
+
+STUDY = Path(__file__).resolve().parents[2] / "results" / "reference" / "p_drift_regimes"
+STUDY_FILES = sorted((Path(__file__).resolve().parents[2] / "experiments" / "p_drift_regimes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda path: path.stem)
+def test_the_committed_study_holds_every_run_its_files_plan(path: Path) -> None:
+    """Each arm's file, expanded today, names exactly the runs committed (same ids), all done."""
+    plan = load_plan(path)
+    folder = STUDY / plan.experiment.name
+    runs = pd.read_csv(folder / "runs.csv", dtype={"run_id": str})
+    assert sorted(runs["run_id"]) == sorted(spec.run_id for spec in plan.runs)
+    for spec in plan.runs:
+        status = json.loads((folder / spec.dir_name / "status.json").read_text())
+        assert (status["run_id"], status["status"]) == (spec.run_id, "done")
+
+
+def test_the_committed_study_tables_are_what_regimes_computes_from_its_runs(tmp_path: Path) -> None:
+    result = run_cli("regimes", STUDY, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    for table in ("regimes.csv", "regimes_correlations.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / table), pd.read_csv(STUDY / table))
