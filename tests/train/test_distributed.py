@@ -137,7 +137,11 @@ def test_sigterm_on_one_rank_stops_both_at_one_step_and_the_run_resumes_exactly(
     while not checkpoint.exists():  # the first checkpoint: every rank is in its training loop
         assert launcher.poll() is None, launcher.communicate()
         time.sleep(0.01)
+    for pid in pids.values():  # held still, so that the signal lands long before the run's end
+        os.kill(pid, signal.SIGSTOP)
     os.kill(pids[1], signal.SIGTERM)
+    for pid in pids.values():
+        os.kill(pid, signal.SIGCONT)
     code, _, stderr = finished(launcher)
     assert code != 0
     assert stderr.count("interrupted by SIGTERM: checkpointed") == RANKS, stderr
