@@ -6,13 +6,13 @@ thread (torch held at one thread), median of repeats.  Run: ``python -m benchmar
 
 from __future__ import annotations
 
-import statistics
+import functools
 import time
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.report import main_for
+from benchmarks.report import interleaved_medians, main_for
 from pooling_lab.data import AugmentConfig, BatchLoader, Split
 
 SHAPES = {"fmnist 1x28x28": (1, 28, 28), "cifar 3x32x32": (3, 32, 32)}
@@ -56,15 +56,11 @@ def measure(name: str, shape: tuple[int, int, int], count: int, repeats: int) ->
                        generator=torch.Generator().manual_seed(0))
     baseline = DataLoader(PerSampleDataset(split, 0.5, 0.25, torch.Generator().manual_seed(0)),
                           batch_size=BATCH, shuffle=True, drop_last=True, num_workers=0)
-    times = {"ours": [], "dataloader": []}
-    for repeat in range(repeats + 1):
-        for label, batches in (("ours", ours), ("dataloader", baseline)):
-            seconds = _epoch_seconds(batches)
-            if repeat:  # the first pass is warm-up
-                times[label].append(seconds)
+    seconds = interleaved_medians({"ours": functools.partial(_epoch_seconds, ours),
+                                   "dataloader": functools.partial(_epoch_seconds, baseline)}, warmup=1, repeats=repeats)
     images = (count // BATCH) * BATCH
-    ours_rate = images / statistics.median(times["ours"])
-    baseline_rate = images / statistics.median(times["dataloader"])
+    ours_rate = images / seconds["ours"]
+    baseline_rate = images / seconds["dataloader"]
     return {
         "data": name,
         "ours_img_s": round(ours_rate),

@@ -28,8 +28,8 @@ quarter-sized splits; ``--p-drift-run``: the whole run instead).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from benchmarks.report import main_for
+from benchmarks.report import interleaved_medians, main_for
 from pooling_lab.data import BatchLoader, Split, load_data
 from pooling_lab.errors import UserError
 from pooling_lab.evaluate import EvalBatches, SplitPass, evaluate_trained, passes, retrieval_metrics
@@ -123,15 +123,14 @@ def _compare(label: str, ours: Callable[[], dict | torch.Tensor], repeats: int,
             return ours()
 
     contenders = {"former": former or former_default, "ours": ours}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
     numbers: dict[str, torch.Tensor] = {}
-    for repeat in range(repeats + 1):
-        for name, work in contenders.items():
-            seconds, result = _cpu_seconds(work)
-            numbers[name] = _numbers(result)
-            if repeat:
-                times[name].append(seconds)
-    median = {name: statistics.median(values) for name, values in times.items()}
+
+    def timed(name: str) -> float:
+        seconds, result = _cpu_seconds(contenders[name])
+        numbers[name] = _numbers(result)
+        return seconds
+
+    median = interleaved_medians({name: functools.partial(timed, name) for name in contenders}, warmup=1, repeats=repeats)
     return {
         "what": label,
         "former_s": round(median["former"], 3),

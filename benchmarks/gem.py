@@ -15,13 +15,13 @@ Run: ``python -m benchmarks.gem`` (``--quick`` for a smoke run).
 
 from __future__ import annotations
 
-import statistics
+import functools
 import time
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.report import main_for
+from benchmarks.report import interleaved_medians, main_for
 from pooling_lab.pooling import avg_pool, build_pool, gem, gem_fused
 from pooling_lab.pooling.fused import gem_compiled
 
@@ -64,13 +64,8 @@ def measure(shape: tuple[int, int, int, int], kind: str, repeats: int, warmup: i
     p = _exponent(kind, shape[1])
     grad = torch.randn(shape[:2], generator=generator)
     compile_s = _compile_seconds(x, p, grad)
-    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    for repeat in range(warmup + repeats):
-        for name, pool in CONTENDERS.items():
-            elapsed = _step_time(pool, x, p, grad)
-            if repeat >= warmup:
-                times[name].append(elapsed)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    steps = {name: functools.partial(_step_time, pool, x, p, grad) for name, pool in CONTENDERS.items()}
+    median = interleaved_medians(steps, warmup, repeats)
     return {
         "shape": "x".join(map(str, shape)),
         "p": kind,
@@ -107,13 +102,8 @@ def measure_cuda(shape: tuple[int, int, int, int], mode: str, repeats: int, step
         "fused": build_pool("gem", shape[1], mode=mode).cuda(),
         "compiled": build_pool("gem", shape[1], mode=mode, impl="compiled").cuda(),
     }
-    times: dict[str, list[float]] = {name: [] for name in pools}
-    for repeat in range(repeats + 1):  # the first round warms up (and compiles)
-        for name, pool in pools.items():
-            elapsed = _cuda_step_ms(pool, x, grad, steps)
-            if repeat:
-                times[name].append(elapsed)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    timed = {name: functools.partial(_cuda_step_ms, pool, x, grad, steps) for name, pool in pools.items()}
+    median = interleaved_medians(timed, warmup=1, repeats=repeats)  # the warm-up round also compiles
     return {
         "shape": "x".join(map(str, shape)),
         "p": mode,

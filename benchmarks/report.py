@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections.abc import Callable
 
@@ -19,3 +20,15 @@ def main_for(run: Callable[[bool], list[dict]]) -> None:
     rows = run("--quick" in sys.argv[1:])
     if rows:
         print_table(rows)
+
+
+def interleaved_medians(contenders: dict[str, Callable[[], float]], warmup: int, repeats: int) -> dict[str, float]:
+    """The median of each contender's times over ``repeats`` rounds after ``warmup`` rounds, the
+    contenders taking turns within a round, so that a busy machine slows them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for repeat in range(warmup + repeats):
+        for name, time_one in contenders.items():
+            elapsed = time_one()
+            if repeat >= warmup:
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -18,7 +18,7 @@ torch reaches on those convolutions alone.  Run: ``python -m benchmarks.throughp
 from __future__ import annotations
 
 import copy
-import statistics
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.report import main_for
+from benchmarks.report import interleaved_medians, main_for
 from pooling_lab.data import load_data
 from pooling_lab.experiment import load_plan
 from pooling_lab.results import RunFiles
@@ -77,6 +77,14 @@ def _convolutions_alone(trainer: Trainer, images: torch.Tensor, labels: torch.Te
     return step
 
 
+
+def _thread_seconds(step: Callable[[], object]) -> float:
+    """CPU seconds of this thread for one call of ``step``."""
+    start = time.thread_time()
+    step()
+    return time.thread_time() - start
+
+
 def _flops(step: Step) -> int:
     with FlopCounterMode(display=False) as counter:
         step()
@@ -92,14 +100,8 @@ def measure(repeats: int) -> dict:
             "convs": _convolutions_alone(trainer, images, labels),
         }
         flops = {name: _flops(step) for name, step in contenders.items()}
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        for repeat in range(repeats + 1):
-            for name, step in contenders.items():
-                start = time.thread_time()
-                step()
-                if repeat:  # the first round is warm-up
-                    times[name].append(time.thread_time() - start)
-    seconds = {name: statistics.median(values) for name, values in times.items()}
+        seconds = interleaved_medians({name: functools.partial(_thread_seconds, step) for name, step in contenders.items()},
+                                      warmup=1, repeats=repeats)
     rate = {name: flops[name] / seconds[name] for name in contenders}
     return {
         "batch": images.shape[0],

@@ -13,14 +13,15 @@ Run: ``python -m benchmarks.training_step``.
 from __future__ import annotations
 
 import copy
-import statistics
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks.report import main_for
+from benchmarks.report import interleaved_medians, main_for
 from pooling_lab.data import load_data
 from pooling_lab.experiment import ExperimentConfig, RunSpec
 from pooling_lab.results import RunFiles
@@ -47,6 +48,15 @@ def _trainer(every_steps: int, folder: Path, data) -> Trainer:
     return trainer
 
 
+
+def _seconds_per_step(step: Callable[[torch.Tensor, torch.Tensor], object], batches: list) -> float:
+    """CPU seconds of this thread per step over ``batches``."""
+    start = time.thread_time()
+    for images, labels in batches:
+        step(images, labels)
+    return (time.thread_time() - start) / len(batches)
+
+
 def _minimal(trainer: Trainer):
     """A plain PyTorch step on a copy of the harness's model, with the same optimiser."""
     model = copy.deepcopy(trainer.model)
@@ -68,16 +78,9 @@ def measure(steps: int, repeats: int) -> dict:
         on = _trainer(1, Path(folder) / "on", data)
         batches = [batch for batch, _ in zip(off.train_batches, range(steps), strict=False)]
         contenders = {"minimal": _minimal(off), "harness": off._train_step, "recording": on._train_step}
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        for repeat in range(repeats + 1):
-            for name, step in contenders.items():
-                start = time.thread_time()
-                for images, labels in batches:
-                    step(images, labels)
-                if repeat:  # the first round is warm-up
-                    times[name].append((time.thread_time() - start) / len(batches))
+        median = interleaved_medians({name: functools.partial(_seconds_per_step, step, batches)
+                                      for name, step in contenders.items()}, warmup=1, repeats=repeats)
         on.recorder.drain()
-    median = {name: statistics.median(values) for name, values in times.items()}
     return {
         "minimal_ms": round(1e3 * median["minimal"], 2),
         "harness_ms": round(1e3 * median["harness"], 2),
